@@ -1,0 +1,1 @@
+"""Spherical datasets: grids, rotations, projection of planar images onto the sphere, caching."""

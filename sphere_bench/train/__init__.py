@@ -1,0 +1,1 @@
+"""Training: Lightning modules, metrics and the Hydra entry point ``python -m sphere_bench.train``."""

@@ -1,0 +1,33 @@
+"""Shared test setup: one torch thread, headless matplotlib, W&B offline into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_WANDB_TMP = tempfile.mkdtemp(prefix="sphere_bench_wandb_")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+for _var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+    os.environ[_var] = os.path.join(_WANDB_TMP, _var.lower())
+    os.makedirs(os.environ[_var], exist_ok=True)
+
+import torch  # noqa: E402
+
+# Under CPU contention torch's intra-op threads give 10-100x latency spikes; tests use one.
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The MNIST/FashionMNIST root: ``$SPHERE_BENCH_DATA`` or ``../shared/datasets``."""
+    root = Path(os.environ.get("SPHERE_BENCH_DATA", REPO_ROOT.parent / "shared" / "datasets"))
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip(f"no MNIST under {root}; set SPHERE_BENCH_DATA")
+    return root
