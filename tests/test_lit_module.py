@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -164,3 +165,19 @@ def test_unnamed_second_test_loader_is_an_error() -> None:
     module = SphericalLitModule(cls_net(), "classification", 10, test_set_names=["nr"])
     with pytest.raises(ValueError, match="has no name"):
         module._test_name(1)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path) -> None:
+    # Hydra hands over ListConfig arguments; the checkpoint must still hold plain values only.
+    names = OmegaConf.create(["nr", "r"])
+    weights = OmegaConf.create([1.0] * 11)
+    module = SphericalLitModule(
+        seg_net(), "segmentation", 11, class_weights=weights, test_set_names=names
+    )
+    t = trainer(fast_dev_run=False)
+    t.strategy.connect(module)
+    t.save_checkpoint(tmp_path / "m.ckpt")
+    ckpt = torch.load(tmp_path / "m.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["test_set_names"] == ["nr", "r"]
+    fresh = SphericalLitModule(seg_net(), "segmentation", 11, test_set_names=["nr", "r"])
+    fresh.load_state_dict(ckpt["state_dict"])

@@ -116,8 +116,18 @@ class SphericalLitModule(LightningModule):
         if names is not None and (len(set(names)) != len(names) or "" in names):
             raise ValueError(f"test_set_names must be distinct non-empty names, got {names!r}")
 
+        # Plain Python values only (Hydra passes ListConfig), so checkpoints load with
+        # torch.load(weights_only=True); net/optimizer/scheduler come from the config.
         self.save_hyperparameters(
-            ignore=["net", "optimizer", "scheduler", "class_weights"], logger=False
+            {
+                "task": task,
+                "num_classes": int(num_classes),
+                "lr": float(lr),
+                "weight_decay": float(weight_decay),
+                "test_set_names": names,
+                "background": int(background),
+            },
+            logger=False,
         )
         self.net = net
         self.task = task
