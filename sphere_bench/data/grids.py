@@ -108,10 +108,16 @@ class SphereGrid:
 
             x, y, z = healpy.pix2vec(self.resolution, np.arange(self.num_points), nest=False)
             return np.stack([x, y, z], axis=-1)
-        b = self.resolution
-        betas = soft_betas(b) if self.name == "soft" else paper_betas(b)
-        beta, alpha = np.meshgrid(betas, soft_alphas(b), indexing="ij")
+        betas, alphas = self.product_angles()
+        beta, alpha = np.meshgrid(betas, alphas, indexing="ij")
         return angles_to_xyz(beta, alpha).reshape(-1, 3)
+
+    def product_angles(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(betas, alphas)`` of a product grid (soft, paper); ``None`` for healpix."""
+        if self.name == "healpix":
+            return None
+        b = self.resolution
+        return (soft_betas(b) if self.name == "soft" else paper_betas(b)), soft_alphas(b)
 
     def angles_numpy(self) -> tuple[np.ndarray, np.ndarray]:
         """Colatitude and longitude of every point (float64, flattened in signal order)."""
@@ -140,4 +146,6 @@ def make_grid(name: str, resolution: int) -> SphereGrid:
                 "(set data.nside, e.g. 16 or 32)"
             )
         return SphereGrid(name, nside, (12 * nside * nside,))
-    raise ValueError(f"unknown grid {name!r}; allowed values for data.grid: {', '.join(GRID_NAMES)}")
+    raise ValueError(
+        f"unknown grid {name!r}; allowed values for data.grid: {', '.join(GRID_NAMES)}"
+    )

@@ -35,7 +35,9 @@ def rotation_y(angle: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, -2)
 
 
-def euler_zyz_to_matrix(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+def euler_zyz_to_matrix(
+    alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor
+) -> torch.Tensor:
     """``Rz(alpha) Ry(beta) Rz(gamma)`` for broadcastable angle tensors, shape ``[*S, 3, 3]``."""
     alpha, beta, gamma = torch.broadcast_tensors(
         torch.as_tensor(alpha), torch.as_tensor(beta), torch.as_tensor(gamma)
@@ -80,9 +82,15 @@ def haar_rotations(
     w, x, y, z = q.unbind(1)
     matrix = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=1,
     ).reshape(n, 3, 3)

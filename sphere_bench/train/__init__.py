@@ -1,1 +1,4 @@
-"""Training: Lightning modules, metrics and the Hydra entry point ``python -m sphere_bench.train``."""
+"""Training: Lightning modules, metrics and the Hydra entry point.
+
+Run as ``python -m sphere_bench.train``.
+"""
