@@ -1,0 +1,312 @@
+"""Wigner-d and Wigner-D functions, and the cached d-tables of the SOFT grid.
+
+Conventions (those of lie_learn/s2cnn: ``normalization='quantum'``, ``order='centered'``,
+``condon_shortley='cs'``; the standard ones of quantum mechanics, Sakurai / Varshalovich):
+
+* ``d^l_{mn}(β) = <l m| exp(-i β J_y) |l n>``, real, ``l ≥ 0``, ``|m|, |n| ≤ l``.
+* ``D^l_{mn}(α, β, γ) = exp(-i m α) d^l_{mn}(β) exp(-i n γ)`` for the ZYZ Euler angles of
+  :mod:`sphere_bench.data.rotations` (``R = Rz(α) Ry(β) Rz(γ)``). ``D^l`` is a unitary
+  representation, ``D^l(R1 R2) = D^l(R1) D^l(R2)``, and for ``(R f)(x) = f(R⁻¹x)`` the spherical
+  harmonics transform as ``Y_lm(R⁻¹ x) = Σ_{m'} Y_{lm'}(x) D^l_{m'm}(R)``.
+* ``Y_lm(β, α) = sqrt((2l+1)/(4π)) · conj(D^l_{m0}(α, β, 0))`` (Condon–Shortley phase included).
+* Array layout "centered": index ``m + l`` (or ``m + L − 1`` in arrays padded to a common ``L``).
+
+Method (Fourier / Δ-matrix method, e.g. Trapani & Navaza 2006, Risbo 1996): with
+``Δ^l = d^l(π/2)``,
+
+    d^l_{mn}(β) = Re[ i^{n−m} Σ_{k=−l}^{l} Δ^l_{km} Δ^l_{kn} e^{i k β} ],
+
+which follows from ``exp(-iβJ_y) = W Δ^T exp(iβJ_z) Δ W†`` with ``W = exp(-iπ/2 J_z)``. ``Δ^l`` is
+obtained from an eigendecomposition of the tridiagonal ``J_y`` (eigenvalues rounded to the exact
+integers ``−l … l``), which is backward stable; the error is ~1e-15·l in float64. The k-sum is
+folded with ``Δ^l_{−k,m} Δ^l_{−k,n} = (−1)^{m+n} Δ^l_{km} Δ^l_{kn}`` into a cosine sum (``m+n``
+even) or a sine sum (``m+n`` odd), evaluated for all β at once by matrix products.
+
+SOFT tables: ``d^l_{mn}(β_j)`` for ``l < B``, ``0 ≤ m ≤ l``, ``|n| ≤ l`` on ``β_j = π(2j+1)/(4B)``
+(the ``m < 0`` half follows from ``d^l_{−m,−n} = (−1)^{m−n} d^l_{mn}``) are computed once per ``B``
+in float64, cached on disk under ``$SPHERE_BENCH_CACHE`` (default ``<repo>/data/cache/wigner``) and
+in memory per (bandwidth, degree count, dtype, device).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sphere_bench.data.grids import check_bandwidth, soft_betas
+
+__all__ = [
+    "wigner_d_half_pi",
+    "wigner_d",
+    "wigner_d_padded",
+    "wigner_D_padded",
+    "soft_wigner_d_compact",
+    "compact_offsets",
+    "so3_pair_table",
+    "s2_pair_table",
+    "cache_dir",
+]
+
+_CACHE_VERSION = 1
+
+
+@functools.lru_cache(maxsize=512)
+def wigner_d_half_pi(l: int) -> np.ndarray:
+    """``Δ^l = d^l(π/2)`` as a float64 array ``[2l+1, 2l+1]``, indices ``(m + l, n + l)``.
+
+    Computed as ``U diag(exp(-i k π/2)) U†`` from the eigendecomposition ``J_y = U diag(k) U†``
+    of the spin-l angular-momentum matrix ``J_y`` (``<m+1|J_y|m> = −(i/2) sqrt((l−m)(l+m+1))``).
+    """
+    if l < 0:
+        raise ValueError(f"degree l must be >= 0, got {l}")
+    if l == 0:
+        return np.ones((1, 1))
+    m = np.arange(-l, l)
+    c = np.sqrt((l - m) * (l + m + 1.0))
+    jy = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
+    idx = np.arange(2 * l)
+    jy[idx + 1, idx] = -0.5j * c
+    jy[idx, idx + 1] = 0.5j * c
+    evals, vecs = np.linalg.eigh(jy)
+    k = np.round(evals)
+    delta = (vecs * np.exp(-0.5j * np.pi * k)) @ vecs.conj().T
+    return np.ascontiguousarray(delta.real)
+
+
+def wigner_d(l: int, betas: np.ndarray, m_values: np.ndarray | None = None) -> np.ndarray:
+    """Wigner small-d ``d^l_{mn}(β)`` for one degree and many angles (float64).
+
+    Args:
+        l: degree ``≥ 0``.
+        betas: angles, shape ``[nβ]`` (any real values).
+        m_values: row orders ``m`` to return (default all ``−l … l``).
+
+    Returns:
+        ``[len(m_values), 2l+1, nβ]``: entry ``[i, n + l, j] = d^l_{m_i n}(β_j)``.
+    """
+    betas = np.atleast_1d(np.asarray(betas, dtype=np.float64))
+    if m_values is None:
+        m_values = np.arange(-l, l + 1)
+    m_values = np.asarray(m_values)
+    delta = wigner_d_half_pi(l)
+    kk = np.arange(0, l + 1)
+    dk = delta[l:, :]  # rows k = 0 … l
+    a = dk[:, m_values + l][:, :, None] * dk[:, None, :]  # [k, m, n]
+    a = a.reshape(l + 1, -1)
+    weight = np.where(kk == 0, 1.0, 2.0)
+    cos_t = np.cos(np.outer(betas, kk)) * weight  # [nβ, k]
+    sin_t = np.sin(np.outer(betas, kk)) * weight
+    csum = (cos_t @ a).reshape(len(betas), len(m_values), 2 * l + 1)
+    ssum = (sin_t @ a).reshape(len(betas), len(m_values), 2 * l + 1)
+    n = np.arange(-l, l + 1)
+    diff = n[None, :] - m_values[:, None]  # n - m
+    even = (diff % 2) == 0
+    sign_even = np.where((diff // 2) % 2 == 0, 1.0, -1.0)  # (-1)^((n-m)/2)
+    sign_odd = np.where(((diff + 1) // 2) % 2 == 0, 1.0, -1.0)  # (-1)^((n-m+1)/2)
+    out = np.where(even[None], sign_even[None] * csum, sign_odd[None] * ssum)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def wigner_d_padded(num_degrees: int, betas: np.ndarray) -> np.ndarray:
+    """``d^l_{mn}(β_j)`` for all ``l < L``, zero-padded to ``[L, 2L−1, 2L−1, nβ]`` (float64).
+
+    Index ``[l, m + L − 1, n + L − 1, j]``; entries with ``|m| > l`` or ``|n| > l`` are zero.
+    """
+    size = 2 * num_degrees - 1
+    betas = np.atleast_1d(np.asarray(betas, dtype=np.float64))
+    out = np.zeros((num_degrees, size, size, len(betas)))
+    for l in range(num_degrees):
+        s = slice(num_degrees - 1 - l, num_degrees + l)
+        out[l, s, s] = wigner_d(l, betas)
+    return out
+
+
+def wigner_D_padded(
+    num_degrees: int, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor
+) -> torch.Tensor:
+    """Wigner-D matrices ``D^l_{mn}(α, β, γ)`` for all ``l < L`` (complex128).
+
+    Args:
+        num_degrees: ``L``.
+        alpha, beta, gamma: ZYZ Euler angles, tensors of one common shape ``S``.
+
+    Returns:
+        ``[*S, L, 2L−1, 2L−1]`` with ``[..., l, m + L − 1, n + L − 1] = D^l_{mn}``; zero where
+        ``|m| > l`` or ``|n| > l``.
+    """
+    alpha, beta, gamma = torch.broadcast_tensors(
+        torch.as_tensor(alpha), torch.as_tensor(beta), torch.as_tensor(gamma)
+    )
+    shape = alpha.shape
+    b = beta.detach().reshape(-1).to(torch.float64).cpu().numpy()
+    d = torch.from_numpy(wigner_d_padded(num_degrees, b))  # [L, M, N, nβ]
+    d = d.permute(3, 0, 1, 2).reshape(*shape, *d.shape[:3])
+    m = torch.arange(-(num_degrees - 1), num_degrees, dtype=torch.float64)
+    a = alpha.to(torch.float64).cpu()[..., None, None, None]
+    g = gamma.to(torch.float64).cpu()[..., None, None, None]
+    phase = torch.exp(-1j * (m[:, None] * a + m[None, :] * g))
+    return d.to(torch.complex128) * phase
+
+
+# ---------------------------------------------------------------------------------------------
+# SOFT-grid tables (cached)
+# ---------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Disk cache folder: ``$SPHERE_BENCH_CACHE/wigner`` or ``<repo>/data/cache/wigner``."""
+    root = os.environ.get("SPHERE_BENCH_CACHE")
+    if root:
+        return Path(root) / "wigner"
+    return Path(__file__).resolve().parents[2] / "data" / "cache" / "wigner"
+
+
+def compact_offsets(num_degrees: int) -> np.ndarray:
+    """Start of degree ``l`` in the compact half layout: ``Σ_{l'<l} (l'+1)(2l'+1)``; ``[L+1]``."""
+    l = np.arange(num_degrees)
+    return np.concatenate([[0], np.cumsum((l + 1) * (2 * l + 1))])
+
+
+def _compute_soft_compact(bandwidth: int) -> np.ndarray:
+    betas = soft_betas(bandwidth)
+    offsets = compact_offsets(bandwidth)
+    out = np.empty((offsets[-1], len(betas)))
+    for l in range(bandwidth):
+        block = wigner_d(l, betas, np.arange(0, l + 1))  # [l+1, 2l+1, nβ]
+        out[offsets[l] : offsets[l + 1]] = block.reshape(-1, len(betas))
+    return out
+
+
+_compact_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=16)
+def soft_wigner_d_compact(bandwidth: int) -> np.ndarray:
+    """``d^l_{mn}(β_j)`` on the SOFT grid, half layout, float64, shape ``[P, 2B]``.
+
+    Row ``compact_offsets(B)[l] + m (2l+1) + (n + l)`` holds ``d^l_{mn}(β_j)`` for ``l < B``,
+    ``0 ≤ m ≤ l``, ``|n| ≤ l``; ``P = Σ_{l<B} (l+1)(2l+1)``. Loaded from the disk cache when
+    present, otherwise computed and written atomically (temporary file + ``os.replace``).
+    """
+    check_bandwidth(bandwidth)
+    path = cache_dir() / f"soft_d_half_b{bandwidth}_v{_CACHE_VERSION}.npy"
+    with _compact_lock:
+        try:
+            arr = np.load(path)
+            if arr.shape == (compact_offsets(bandwidth)[-1], 2 * bandwidth):
+                return arr
+        except (OSError, ValueError):
+            pass
+        arr = _compute_soft_compact(bandwidth)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, arr)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # read-only location: keep the in-memory copy only
+        return arr
+
+
+_table_cache: dict[tuple, torch.Tensor] = {}
+
+
+def _cached(key: tuple, build) -> torch.Tensor:
+    table = _table_cache.get(key)
+    if table is None:
+        table = build()
+        _table_cache[key] = table
+    return table
+
+
+def _pair_index(num_degrees: int, bandwidth: int) -> np.ndarray:
+    """Rows of the compact table for ``[m, n + L − 1, l]``; invalid entries → the zero row."""
+    L = num_degrees
+    offsets = compact_offsets(bandwidth)
+    zero_row = offsets[-1]
+    m = np.arange(L)[:, None, None]
+    n = np.arange(-(L - 1), L)[None, :, None]
+    l = np.arange(L)[None, None, :]
+    valid = (m <= l) & (np.abs(n) <= l)
+    idx = offsets[l] + m * (2 * l + 1) + n + l
+    return np.where(valid, idx, zero_row)
+
+
+def so3_pair_table(
+    bandwidth: int, num_degrees: int, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
+    """SO(3) table ``T[(m, n), l, j] = d^l_{mn}(β_j)``, shape ``[L(2L−1), L, 2B]``.
+
+    ``m = 0 … L−1`` (major), ``n = −(L−1) … L−1``; zero where ``l < max(m, |n|)``. Cached per
+    (B, L, dtype, device). Requires ``L ≤ B``.
+    """
+    if not 1 <= num_degrees <= bandwidth:
+        raise ValueError(f"need 1 <= num_degrees <= bandwidth, got {num_degrees}, {bandwidth}")
+    device = torch.device(device)
+    key = ("so3", bandwidth, num_degrees, dtype, device)
+
+    def build() -> torch.Tensor:
+        compact = soft_wigner_d_compact(bandwidth)
+        ext = np.concatenate([compact, np.zeros((1, compact.shape[1]))])
+        idx = _pair_index(num_degrees, bandwidth).reshape(-1)
+        table = torch.from_numpy(ext[idx]).reshape(
+            num_degrees * (2 * num_degrees - 1), num_degrees, 2 * bandwidth
+        )
+        return table.to(dtype=dtype, device=device).contiguous()
+
+    return _cached(key, build)
+
+
+def s2_pair_table(
+    bandwidth: int, num_degrees: int, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
+    """S² table ``T[m, l, j] = d^l_{m0}(β_j)``, shape ``[L, L, 2B]``, zero where ``l < m``."""
+    if not 1 <= num_degrees <= bandwidth:
+        raise ValueError(f"need 1 <= num_degrees <= bandwidth, got {num_degrees}, {bandwidth}")
+    device = torch.device(device)
+    key = ("s2", bandwidth, num_degrees, dtype, device)
+
+    def build() -> torch.Tensor:
+        compact = soft_wigner_d_compact(bandwidth)
+        ext = np.concatenate([compact, np.zeros((1, compact.shape[1]))])
+        L = num_degrees
+        offsets = compact_offsets(bandwidth)
+        m = np.arange(L)[:, None]
+        l = np.arange(L)[None, :]
+        idx = np.where(m <= l, offsets[l] + m * (2 * l + 1) + l, offsets[-1])
+        table = torch.from_numpy(ext[idx.reshape(-1)]).reshape(L, L, 2 * bandwidth)
+        return table.to(dtype=dtype, device=device).contiguous()
+
+    return _cached(key, build)
+
+
+def kernel_d_table(
+    num_degrees: int, betas: tuple[float, ...], dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
+    """``d^l_{nk}(β_b)`` at kernel-grid angles, ``[(n, k), l, nb]``, ``n, k = −(L−1) … L−1``.
+
+    Cached per (L, betas, dtype, device); zero where ``l < max(|n|, |k|)``.
+    """
+    device = torch.device(device)
+    key = ("kernel", num_degrees, tuple(float(b) for b in betas), dtype, device)
+
+    def build() -> torch.Tensor:
+        d = wigner_d_padded(num_degrees, np.asarray(betas))  # [l, n, k, b]
+        size = 2 * num_degrees - 1
+        t = torch.from_numpy(d).permute(1, 2, 0, 3).reshape(size * size, num_degrees, len(betas))
+        return t.to(dtype=dtype, device=device).contiguous()
+
+    return _cached(key, build)
+
+
+def clear_memory_cache() -> None:
+    """Drop the in-memory tables (all devices) and the float64 compact arrays."""
+    _table_cache.clear()
+    soft_wigner_d_compact.cache_clear()
