@@ -1,7 +1,7 @@
 """Preview figures of spherical samples: equirectangular, Mollweide and an orthographic close-up.
 
-Run ``python -m sphere_bench.data.preview data=mnist_seg4`` (any ``conf/data`` entry and override,
-e.g. ``data.bandwidth=30 data.grid=healpix``); PNGs go to ``results/figures/``. Each row is a test
+Written by ``python -m sphere_bench.data data=mnist_seg4`` (any ``conf/data`` entry and override,
+e.g. ``data.bandwidth=30 data.grid=healpix``) into ``results/figures/``. Each row is a test
 sample, unrotated (NR) and rotated (R): the input and, for segmentation, the mask in three views.
 The orthographic view looks at the sphere from the direction where the unrotated items sit (the
 south pole, moved by the sample's rotation), so the digits read as on paper.
@@ -14,11 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
 import matplotlib
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from sphere_bench.data.grids import SphereGrid, soft_betas
 from sphere_bench.data.spherical_dataset import load_or_generate
@@ -197,15 +195,3 @@ def write_previews(
     )  # fmt: skip
     log.info("wrote %s", path)
     return [path]
-
-
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="preview")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: ``python -m sphere_bench.data.preview data=<name> [overrides]``."""
-    datamodule = hydra.utils.instantiate(cfg.data)
-    for path in write_previews(datamodule, cfg.n_samples, cfg.out_dir):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
