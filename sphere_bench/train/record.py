@@ -1,0 +1,229 @@
+"""The result record of one training job: a plain JSON dict, built in one place.
+
+Every job writes it twice, atomically (temporary file + ``os.replace``): ``result.json`` in its
+Hydra run dir, and ``<results_dir>/<sweep_name>/<config hash>.json``, where a rerun of the sweep
+finds it and skips the job if its ``status`` is ``complete``.
+
+The config hash is the SHA-256 (first 16 hex digits) of the resolved config without the keys in
+:data:`IGNORED_KEYS` — those that name, place or display a run but do not change its result.
+
+Record fields (``schema`` 1; later issues add keys, e.g. latency and equivariance error):
+
+``status`` (``complete`` | ``failed``), ``error`` (``{type, message, traceback}`` or None),
+``config_hash``, ``config`` (resolved), ``sweep_name``, ``run_name``, ``run_dir``, ``finished_at``,
+``seed``, ``model`` (``name``, ``target``, ``parameters``), ``data`` (``name``, ``task``,
+``dataset``, ``grid``, ``bandwidth``, ``n_train``, ``n_val``, ``n_test``, ``rotate_train``,
+``rotate_test``, ``augmentation``), ``monitor``, ``val_best``, ``test`` (per test set, e.g.
+``nr``/``r``: ``acc`` or ``miou``, ``miou_all``, ``pixel_acc``, ``iou_0`` … and ``loss``),
+``epochs_run``, ``timing`` (``total_seconds``, ``train_seconds``, ``epoch_seconds``,
+``mean_epoch_seconds``, ``best_epoch``, ``seconds_to_best_epoch``), ``checkpoint`` (``dir``,
+``best``, ``last``, ``resumed_from``), ``env`` (``device``, ``accelerator``, ``precision``,
+``torch``, ``pytorch_lightning``, ``python``, ``threads``, ``hostname``). NaN and ±inf are stored
+as null (e.g. the IoU of a class absent from a small test set).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import platform
+import socket
+import sys
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sphere_bench.data.cache import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+STATUS_COMPLETE = "complete"
+STATUS_FAILED = "failed"
+
+#: Dotted config keys left out of the config hash: names, places, display and logging only.
+IGNORED_KEYS: tuple[str, ...] = (
+    "logger",
+    "results_dir",
+    "task_name",
+    "sweep_name",
+    "run_name",
+    "tags",
+    "ckpt_path",
+    "skip_finished",
+    "threads",
+    "data.root",
+    "data.cache_dir",
+    "data.download_root",
+    "data.progress",
+    "data.num_workers",
+    "data.pin_memory",
+    "trainer.default_root_dir",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "callbacks.model_summary",
+    "callbacks.rich_progress_bar",
+    "callbacks.prediction_images",
+)
+
+DATA_FIELDS = (
+    "task", "dataset", "grid", "bandwidth", "nside", "n_train", "n_val", "n_test", "rotate_train",
+    "rotate_test", "augmentation", "interpolation", "n_items",
+)  # fmt: skip
+
+
+def hashed_config(config: Mapping[str, Any], ignored: Iterable[str] = IGNORED_KEYS) -> dict:
+    """Copy of the resolved ``config`` without the ``ignored`` dotted keys."""
+    out = copy.deepcopy(dict(config))
+    for dotted in ignored:
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def config_hash(config: Mapping[str, Any], ignored: Iterable[str] = IGNORED_KEYS) -> str:
+    """First 16 hex digits of the SHA-256 of the canonical JSON of :func:`hashed_config`."""
+    text = json.dumps(
+        hashed_config(config, ignored), sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: tensors → numbers/lists, paths → str, NaN/inf → None."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _plain(value.detach().cpu().tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return _plain(value.item())
+    return str(value)
+
+
+def error_info(err: BaseException) -> dict[str, str]:
+    """``{type, message, traceback}`` of an exception."""
+    return {
+        "type": type(err).__name__,
+        "message": str(err),
+        "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+    }
+
+
+def device_name(trainer: Any | None) -> str:
+    """GPU name when the trainer ran on CUDA, else the CPU's description."""
+    device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device is not None and device.type not in ("cpu", "cuda"):
+        return str(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({cpu})"
+
+
+def build_record(
+    *,
+    status: str,
+    config: Mapping[str, Any],
+    hash_: str,
+    run_dir: Path | str,
+    model_name: str,
+    data_name: str,
+    run_name: str | None = None,
+    net: torch.nn.Module | None = None,
+    lit: Any | None = None,
+    trainer: Any | None = None,
+    val_best: float | None = None,
+    timing: Mapping[str, Any] | None = None,
+    total_seconds: float | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
+    error: BaseException | None = None,
+) -> dict[str, Any]:
+    """The result record (see the module docstring); any argument after ``data_name`` may be
+    missing when the job failed early."""
+    import pytorch_lightning as pl
+
+    data_cfg = config.get("data", {}) or {}
+    model_cfg = config.get("model", {}) or {}
+    trainer_cfg = config.get("trainer", {}) or {}
+    monitor = getattr(lit, "monitor", None)
+    timing = dict(timing or {})
+    timing["total_seconds"] = total_seconds
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "status": status,
+        "error": None if error is None else error_info(error),
+        "config_hash": hash_,
+        "sweep_name": config.get("sweep_name"),
+        "run_name": run_name,
+        "run_dir": str(run_dir),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": config.get("seed"),
+        "model": {
+            "name": model_name,
+            "target": model_cfg.get("_target_"),
+            "parameters": None if net is None else sum(p.numel() for p in net.parameters()),
+        },
+        "data": {"name": data_name, **{k: data_cfg.get(k) for k in DATA_FIELDS}},
+        "monitor": monitor,
+        "val_best": None if val_best is None else float(val_best),
+        "test": dict(getattr(lit, "test_results", {}) or {}),
+        "epochs_run": None if trainer is None else int(trainer.current_epoch),
+        "timing": timing,
+        "checkpoint": dict(checkpoint or {}),
+        "env": {
+            "device": device_name(trainer),
+            "accelerator": trainer_cfg.get("accelerator"),
+            "precision": trainer_cfg.get("precision"),
+            "torch": torch.__version__,
+            "pytorch_lightning": pl.__version__,
+            "python": sys.version.split()[0],
+            "threads": torch.get_num_threads(),
+            "hostname": socket.gethostname(),
+        },
+        "config": dict(config),
+    }
+    return _plain(record)
+
+
+def write_record(record: Mapping[str, Any], *paths: Path | str) -> None:
+    """Write ``record`` as JSON to every path, each atomically."""
+    text = json.dumps(_plain(record), indent=1, allow_nan=False) + "\n"
+    for path in paths:
+        atomic_write_text(Path(path), text)
+
+
+def load_record(path: Path | str) -> dict[str, Any] | None:
+    """The record at ``path``; None if it is missing or unreadable (a warning says why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable result record %s: %s", path, err)
+        return None
+    return record if isinstance(record, dict) else None
