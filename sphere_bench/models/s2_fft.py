@@ -119,8 +119,6 @@ def s2_synthesis_pairs(coeffs: torch.Tensor, bandwidth: int) -> torch.Tensor:
     cr = torch.view_as_real(c.contiguous()).reshape(L, L, 2 * n)
     y = torch.bmm(table.transpose(1, 2), cr)  # [m, j, 2N]
     y = torch.view_as_complex(y.view(L, 2 * b, n, 2)).permute(2, 1, 0)  # [N, j, m]
-    if b + 1 > L:
-        y = torch.nn.functional.pad(y, (0, b + 1 - L))
     return torch.fft.irfft(y, n=2 * b, dim=-1, norm="forward")
 
 

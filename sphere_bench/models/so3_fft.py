@@ -111,8 +111,7 @@ def so3_synthesis_pairs(coeffs: torch.Tensor, bandwidth: int) -> torch.Tensor:
     y = torch.view_as_complex(y.view(L, size_n, 2 * b, n, 2))  # [m, n, j, N]
     y = torch.nn.functional.pad(y.permute(3, 2, 0, 1), (0, 1))  # [N, j, m, 2L] (zero column)
     y = y.index_select(-1, _n_index(b, L, coeffs.device, inverse=True))  # [N, j, m, 2b]
-    if b + 1 > L:
-        y = torch.nn.functional.pad(y, (0, 0, 0, b + 1 - L))
+    # irfftn zero-pads the halved α axis from L to B + 1 entries itself (s given)
     return torch.fft.irfftn(y, s=(2 * b, 2 * b), dim=(-1, -2), norm="forward")
 
 
