@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,10 @@ from sphere_bench.data.spherical_dataset import (
     ROTATE_MODES,
     SphericalTensors,
     SplitSpec,
-    draw_plan,
     holdout_size,
+    item_plan,
     load_or_generate,
     render,
-    source_pool,
     split_generator,
 )
 
@@ -69,8 +67,7 @@ class OnlineCanvasDataset(Dataset):
     def __init__(self, spec: SplitSpec, source: PlanarSplit) -> None:
         self.spec = spec
         self.source = source
-        _, pool = source_pool(spec)
-        self.indices, self.offsets, _ = draw_plan(replace(spec, rotate="none"), pool)
+        self.indices, self.offsets = item_plan(spec)
 
     def __len__(self) -> int:
         return self.spec.n

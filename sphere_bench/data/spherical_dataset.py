@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -231,6 +231,15 @@ def draw_plan(
     return indices, offsets, rotations
 
 
+def item_plan(spec: SplitSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices ``[n, k]`` and jitter offsets ``[n, k, 2]`` of a split's samples.
+
+    The same as :func:`draw_plan` gives (rotations are drawn last, so they do not affect these).
+    """
+    indices, offsets, _ = draw_plan(replace(spec, rotate="none"), source_pool(spec)[1])
+    return indices, offsets
+
+
 def render(
     layers: torch.Tensor,
     item_labels: torch.Tensor,
@@ -317,6 +326,37 @@ def generate_split(
         item_indices=indices,
         item_labels=item_labels,
     )
+
+
+def render_samples(
+    spec: SplitSpec,
+    source: PlanarSplit,
+    sample_ids: torch.Tensor,
+    rotations: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-render samples of a split with other rotations (e.g. to test equivariance).
+
+    Args:
+        spec: the split the samples belong to (fixes their items and canvas).
+        source: its planar source split.
+        sample_ids: ``[n]`` sample indices in the split.
+        rotations: ``[n, 3, 3]`` absolute rotations to render with (``None``: unrotated).
+
+    Returns:
+        ``(inputs [n, *grid.shape], targets)`` exactly as :func:`generate_split` stores them for
+        these items under these rotations.
+    """
+    indices, offsets = item_plan(spec)
+    ids = sample_ids.long()
+    items = source.images[indices[ids]]
+    jitter = offsets[ids] if spec.jitter > 0 else None
+    layers = compose_layers(items, spec.tiles, jitter).to(torch.float32)
+    item_labels = source.labels[indices[ids]]
+    rot = None if rotations is None else rotations.to(torch.float32)
+    grid = spec.make_grid()
+    x, y = render(layers, item_labels, grid, rot, spec)
+    shape = (len(ids), *grid.shape)
+    return x.reshape(shape), (item_labels[:, 0] if y is None else y.reshape(shape))
 
 
 def load_or_generate(

@@ -1,0 +1,1 @@
+"""Evaluation: latency, throughput, memory and equivariance error of trained or fresh models."""
