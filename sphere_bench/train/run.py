@@ -99,11 +99,12 @@ def check_pairing(
 
 def check_config(cfg: DictConfig, model_name: str, data_name: str) -> None:
     """:func:`check_pairing` from the config alone (before anything is built)."""
-    model_task = None
-    try:
-        model_task = getattr(get_class(cfg.model._target_), "task", None)
-    except Exception:  # an instance attribute only, or an unimportable target: checked later
-        model_task = None
+    model_task = cfg.model.get("task")
+    if model_task is None:
+        try:
+            model_task = getattr(get_class(cfg.model._target_), "task", None)
+        except Exception:  # an unimportable target: instantiate() reports it
+            model_task = None
     check_pairing(
         data_name,
         cfg.data.task,

@@ -1,0 +1,281 @@
+"""Training entry point: config composition, pairing checks, real tiny runs, sweeps, records, W&B.
+
+In-process jobs call :func:`sphere_bench.train.run.run_job` on configs composed with Hydra's
+``compose``; sweeps run ``python -m sphere_bench.train -m ...`` in a subprocess. Everything is
+written under pytest's tmp dirs (data cache, results, run dirs, W&B).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+
+from sphere_bench.train.record import config_hash, hashed_config, load_record
+from sphere_bench.train.run import CONF_DIR, check_config, run_job
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if not p.stem.startswith("_"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+TINY = ["data.n_train=32", "data.n_val=16", "data.n_test=16", "data.batch_size=16"]
+
+
+def _task(name: str) -> str:
+    return "classification" if "_cls" in name else "segmentation"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Data and Wigner-table cache in tmp (also for subprocesses, through the environment)."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPHERE_BENCH_CACHE", str(path))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield path
+
+
+def compose_cfg(*overrides: str) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose("config", overrides=list(overrides))
+
+
+def _choice(overrides: tuple[str, ...], group: str, default: str) -> str:
+    for item in overrides:
+        if item.startswith(f"{group}="):
+            return item.split("=", 1)[1]
+    return default
+
+
+def job(tmp: Path, data_root: Path, cache: Path, *overrides: str, name: str = "run") -> dict:
+    """Run one in-process job of ``experiment=smoke_seg`` (or what ``overrides`` pick)."""
+    cfg = compose_cfg(
+        "experiment=smoke_seg", "logger=none", "~callbacks.rich_progress_bar", *TINY,
+        f"data.root={data_root}", f"data.cache_dir={cache}", f"results_dir={tmp / 'results'}",
+        *overrides,
+    )  # fmt: skip
+    default_model = "cnn_cls_small" if cfg.data.task == "classification" else "cnn_seg_small"
+    choices = {
+        "model": _choice(overrides, "model", default_model),
+        "data": _choice(overrides, "data", "mnist_" + cfg.data.task[:3]),
+    }
+    return run_job(cfg, run_dir=tmp / name, choices=choices)
+
+
+# ------------------------------------------------------------------------------------------------
+# composition and bad input
+# ------------------------------------------------------------------------------------------------
+VALID_PAIRS = [(m, d) for m in MODELS for d in DATASETS if _task(m) == _task(d)]
+
+
+@pytest.mark.parametrize(("model", "data"), VALID_PAIRS)
+def test_valid_pairs_compose_and_pass_the_check(model: str, data: str) -> None:
+    bandwidth = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml").bandwidth
+    cfg = compose_cfg(f"model={model}", f"data={data}", f"data.bandwidth={bandwidth}")
+    check_config(cfg, model, data)
+    assert cfg.data.seed == cfg.seed
+    assert cfg.logger.wandb.offline is (os.environ.get("WANDB_MODE", "offline") != "online")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert len(config_hash(resolved)) == 16
+
+
+def test_default_config_and_experiments_pass_the_check() -> None:
+    check_config(compose_cfg(), "cnn_seg_218k", "mnist_seg")
+    for name in EXPERIMENTS:
+        cfg = compose_cfg(f"experiment={name}")
+        check_config(cfg, str(cfg.model._target_), str(cfg.data.dataset))
+        assert cfg.sweep_name == name
+
+
+def test_hash_ignores_paths_and_logging_but_not_results() -> None:
+    base = OmegaConf.to_container(compose_cfg(), resolve=True)
+    same = OmegaConf.to_container(
+        compose_cfg("logger=csv", "results_dir=elsewhere", "data.root=/x", "sweep_name=s"),
+        resolve=True,
+    )
+    assert config_hash(base) == config_hash(same)
+    for override in ("seed=1", "data.n_train=10", "model=cnn_seg_1m", "trainer.max_epochs=3"):
+        other = OmegaConf.to_container(compose_cfg(override), resolve=True)
+        assert config_hash(other) != config_hash(base), override
+    assert "logger" not in hashed_config(base) and "root" not in hashed_config(base)["data"]
+
+
+def test_task_mismatch_is_one_clear_error() -> None:
+    cfg = compose_cfg("model=cnn_cls_small", "data=mnist_seg", "data.bandwidth=16")
+    with pytest.raises(ValueError, match=r"model=cnn_cls_small is a classification model but "
+                       r"data=mnist_seg is segmentation data.*cnn_seg_small"):  # fmt: skip
+        check_config(cfg, "cnn_cls_small", "mnist_seg")
+
+
+def test_bandwidth_mismatch_is_one_clear_error() -> None:
+    cfg = compose_cfg("model=cnn_seg_small", "data=mnist_seg")
+    with pytest.raises(ValueError, match=r"data\.bandwidth=50 .*model\.bandwidth=16"):
+        check_config(cfg, "cnn_seg_small", "mnist_seg")
+
+
+def test_mismatch_fails_the_job_before_training(
+    tmp_path: Path, data_root: Path, cache_dir: Path
+) -> None:
+    with pytest.raises(ValueError, match="bandwidth mismatch"):
+        job(tmp_path, data_root, cache_dir, "data.bandwidth=20")
+    record = load_record(tmp_path / "run" / "result.json")
+    assert record is not None and record["status"] == "failed"
+    assert record["error"]["type"] == "ValueError" and "Traceback" in record["error"]["traceback"]
+    assert record["epochs_run"] is None  # no trainer was built
+
+
+@pytest.mark.parametrize("group", ["model", "data", "experiment"])
+def test_unknown_names_list_the_options(group: str) -> None:
+    with pytest.raises(MissingConfigException) as info:
+        compose_cfg(f"{group}=no_such_thing")
+    message = str(info.value)
+    assert "no_such_thing" in message and "Available options" in message
+    known = {"model": "cnn_seg_small", "data": "mnist_cls", "experiment": "smoke_seg"}[group]
+    assert known in message
+
+
+# ------------------------------------------------------------------------------------------------
+# real tiny runs
+# ------------------------------------------------------------------------------------------------
+FAST_CASES = [
+    ("mnist_seg", "cnn_seg_small"),
+    ("mnist_cls", "cnn_cls_small"),
+    *[("mnist_seg", m) for m in ("s2cnn_seg_small",) if m in MODELS],
+]
+
+
+@pytest.mark.parametrize(("data", "model"), FAST_CASES)
+def test_fast_dev_run_on_real_data(
+    tmp_path: Path, data_root: Path, cache_dir: Path, data: str, model: str
+) -> None:
+    record = job(
+        tmp_path, data_root, cache_dir, f"data={data}", f"model={model}",
+        "trainer.fast_dev_run=true",
+    )  # fmt: skip
+    assert record["status"] == "complete", record["error"]
+    assert record["model"]["name"] == model and record["model"]["parameters"] > 0
+    assert record["data"]["task"] == _task(data) and record["data"]["bandwidth"] == 16
+    assert set(record["test"]) == {"nr", "r"}
+    main = "acc" if _task(data) == "classification" else "miou"
+    assert 0.0 <= record["test"]["r"][main] <= 1.0
+    if main == "miou":
+        assert "iou_10" in record["test"]["nr"]
+    assert (tmp_path / "run" / "result.json").is_file()
+    assert (tmp_path / "results" / "smoke_seg" / f"{record['config_hash']}.json").is_file()
+
+
+def test_same_seed_same_metrics_and_resume_from_last_checkpoint(
+    tmp_path: Path, data_root: Path, cache_dir: Path
+) -> None:
+    overrides = ("trainer.max_epochs=1", "seed=3")
+    first = job(tmp_path / "a", data_root, cache_dir, *overrides)
+    second = job(tmp_path / "b", data_root, cache_dir, *overrides)
+    for record in (first, second):
+        assert record["status"] == "complete", record["error"]
+    assert first["config_hash"] == second["config_hash"]
+    assert first["test"] == second["test"] and first["val_best"] == second["val_best"]
+    assert first["val_best"] is not None and first["epochs_run"] == 1
+    assert first["timing"]["best_epoch"] == 0 and len(first["timing"]["epoch_seconds"]) == 1
+    assert first["checkpoint"]["best"].endswith(".ckpt")
+
+    # An interrupted job (checkpoint, no record) resumes from last.ckpt instead of restarting.
+    results = tmp_path / "a" / "results" / "smoke_seg"
+    (results / f"{first['config_hash']}.json").unlink()
+    resumed = job(tmp_path / "a", data_root, cache_dir, *overrides, name="again")
+    assert resumed["status"] == "complete", resumed["error"]
+    assert resumed["checkpoint"]["resumed_from"].endswith("last.ckpt")
+    assert resumed["epochs_run"] == 1 and resumed["test"] == first["test"]
+    assert resumed["timing"]["epoch_seconds"] == first["timing"]["epoch_seconds"]
+    last = torch.load(resumed["checkpoint"]["last"], weights_only=True, map_location="cpu")
+    assert last["epoch"] == 0
+
+
+def test_failure_in_a_single_run_raises_after_writing_the_record(
+    tmp_path: Path, data_root: Path, cache_dir: Path
+) -> None:
+    with pytest.raises(RuntimeError, match="debug.fail"):
+        job(tmp_path, data_root, cache_dir, "debug.fail=true")
+    record = load_record(tmp_path / "run" / "result.json")
+    assert record is not None and record["status"] == "failed"
+    assert record["model"]["parameters"] == 20643  # built before the failure
+
+
+def test_offline_wandb_writes_a_run_dir(tmp_path: Path, data_root: Path, cache_dir: Path) -> None:
+    record = job(
+        tmp_path, data_root, cache_dir, "logger=many_loggers", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1", "callbacks.prediction_images.n_samples=2",
+    )  # fmt: skip
+    assert record["status"] == "complete", record["error"]
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb"))
+    assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))
+    assert (tmp_path / "run" / "predictions" / "test_r.png").is_file()
+    assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# sweeps (subprocess: the real command line)
+# ------------------------------------------------------------------------------------------------
+def sweep(tmp: Path, data_root: Path, cache: Path, sweep_dir: str, *overrides: str) -> str:
+    """``python -m sphere_bench.train -m ...``; returns stdout + stderr (asserts exit code 0)."""
+    cmd = [
+        sys.executable, "-m", "sphere_bench.train", "-m", "experiment=smoke_seg", "logger=csv",
+        "~callbacks.rich_progress_bar", "threads=1", *TINY, f"data.root={data_root}",
+        f"data.cache_dir={cache}", f"results_dir={tmp / 'results'}",
+        f"hydra.sweep.dir={tmp / sweep_dir}", *overrides,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def _records(tmp: Path) -> dict[str, dict]:
+    folder = tmp / "results" / "smoke_seg"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def test_multirun_records_failure_goes_on_and_rerun_skips(
+    tmp_path: Path, data_root: Path, cache_dir: Path
+) -> None:
+    sweep(tmp_path, data_root, cache_dir, "mr1", "debug.fail=false,true")
+    records = _records(tmp_path)
+    assert len(records) == 2
+    by_status = {r["status"]: r for r in records.values()}
+    assert set(by_status) == {"complete", "failed"}
+    assert "debug.fail" in by_status["failed"]["error"]["message"]
+    assert by_status["complete"]["test"]["nr"]["miou"] is not None
+    for num in (0, 1):
+        assert (tmp_path / "mr1" / str(num) / "result.json").is_file()
+    assert (tmp_path / "mr1" / "multirun.yaml").is_file()
+
+    done = by_status["complete"]
+    output = sweep(tmp_path, data_root, cache_dir, "mr2", "debug.fail=false,true")
+    assert f"skipping finished run {done['config_hash']}" in output
+    again = _records(tmp_path)
+    assert again[done["config_hash"]] == done  # untouched
+    assert json.loads((tmp_path / "mr2" / "0" / "result.json").read_text()) == done
+
+
+def test_joblib_launcher_runs_a_two_job_sweep(
+    tmp_path: Path, data_root: Path, cache_dir: Path
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep(
+        tmp_path, data_root, cache_dir, "mr", "seed=1,2", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )  # fmt: skip
+    records = _records(tmp_path)
+    assert len(records) == 2
+    assert {r["status"] for r in records.values()} == {"complete"}
+    assert sorted(r["seed"] for r in records.values()) == [1, 2]
