@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
+from sphere_bench.train.callbacks import EpochTimer, NonFiniteLossGuard
 from sphere_bench.train.record import config_hash, hashed_config, load_record
 from sphere_bench.train.run import CONF_DIR, check_config, run_job
 
@@ -141,6 +142,29 @@ def test_unknown_names_list_the_options(group: str) -> None:
     assert "no_such_thing" in message and "Available options" in message
     known = {"model": "cnn_seg_small", "data": "mnist_cls", "experiment": "smoke_seg"}[group]
     assert known in message
+
+
+def test_non_finite_loss_raises() -> None:
+    class FakeTrainer:
+        current_epoch, global_step = 2, 17
+
+    guard, trainer, module = NonFiniteLossGuard(), FakeTrainer(), None
+    guard.on_train_batch_end(trainer, module, torch.tensor(0.5), None, 0)  # type: ignore[arg-type]
+    nan = {"loss": torch.tensor(float("nan"))}
+    with pytest.raises(FloatingPointError, match="non-finite training loss nan at epoch 2"):
+        guard.on_train_batch_end(trainer, module, nan, None, 3)  # type: ignore[arg-type]
+
+
+def test_epoch_timer_summary_and_state() -> None:
+    timer = EpochTimer(monitor="val/miou")
+    timer.load_state_dict(
+        {"epochs": {0: {"seconds": 1.0, "value": 0.2}, 1: {"seconds": 2.0, "value": 0.5},
+                    2: {"seconds": 3.0, "value": 0.5}, 3: {"seconds": 4.0, "value": None}}}
+    )  # fmt: skip
+    summary = timer.summary()
+    assert summary["best_epoch"] == 1 and summary["seconds_to_best_epoch"] == 3.0
+    assert summary["train_seconds"] == 10.0 and summary["mean_epoch_seconds"] == 2.5
+    assert EpochTimer().summary()["best_epoch"] is None
 
 
 # ------------------------------------------------------------------------------------------------

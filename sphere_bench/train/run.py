@@ -374,7 +374,11 @@ def run_job(
         fit_and_test(job)
     except Exception as err:
         error = err
-        log.exception("job %s (config hash %s) failed: %s", job.run_name, job.hash, err)
+        if _is_multirun():  # the sweep goes on: keep the traceback in this job's log
+            log.exception("job %s (config hash %s) failed: %s", job.run_name, job.hash, err)
+        else:  # Hydra prints the traceback once when the error propagates
+            log.error("job %s (config hash %s) failed: %s: %s", job.run_name, job.hash,
+                      type(err).__name__, err)  # fmt: skip
     timer = job.timer()
     record = build_record(
         status=STATUS_FAILED if error is not None else STATUS_COMPLETE,
