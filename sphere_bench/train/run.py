@@ -267,13 +267,14 @@ def fit_and_test(job: Job) -> None:
 
     if cfg.get("train", True):
         trainer.fit(lit, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    checkpoint_cb = trainer.checkpoint_callback
     best = None
-    if isinstance(checkpoint_cb, ModelCheckpoint):
-        best = checkpoint_cb.best_model_path or None
-        job.checkpoint.update(best=best, last=checkpoint_cb.last_model_path or None)
-        if monitor is not None and checkpoint_cb.best_model_score is not None:
-            job.val_best = float(checkpoint_cb.best_model_score)
+    for checkpoint_cb in trainer.checkpoint_callbacks:
+        if isinstance(checkpoint_cb, ModelCheckpoint) and checkpoint_cb.monitor == monitor:
+            best = checkpoint_cb.best_model_path or None
+            if monitor is not None and checkpoint_cb.best_model_score is not None:
+                job.val_best = float(checkpoint_cb.best_model_score)
+            break
+    job.checkpoint.update(best=best, last=str(last) if last.is_file() else None)
     if job.val_best is None and monitor is not None:  # e.g. fast_dev_run (no checkpoints)
         value = trainer.callback_metrics.get(f"{monitor}_best")
         job.val_best = None if value is None else float(value)
