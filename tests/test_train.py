@@ -210,6 +210,8 @@ def test_same_seed_same_metrics_and_resume_from_last_checkpoint(
     assert first["test"] == second["test"] and first["val_best"] == second["val_best"]
     assert first["val_best"] is not None and first["epochs_run"] == 2
     assert first["timing"]["best_epoch"] in (0, 1) and len(first["timing"]["epoch_seconds"]) == 2
+    ckpt = torch.load(first["checkpoint"]["best"], weights_only=True, map_location="cpu")
+    assert ckpt["epoch"] == first["timing"]["best_epoch"]
     assert first["checkpoint"]["best"].endswith(".ckpt")
     last = torch.load(first["checkpoint"]["last"], weights_only=True, map_location="cpu")
     assert last["epoch"] == 1  # written after every epoch, not only after a new best

@@ -184,6 +184,7 @@ class Job:
     loggers: list[Logger] = field(default_factory=list)
     checkpoint: dict[str, Any] = field(default_factory=dict)
     val_best: float | None = None
+    timing: dict[str, Any] | None = None
 
     @property
     def sweep_dir(self) -> Path:
@@ -267,6 +268,9 @@ def fit_and_test(job: Job) -> None:
 
     if cfg.get("train", True):
         trainer.fit(lit, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    timer = job.timer()
+    # Now: testing a checkpoint restores the callback states saved with it.
+    job.timing = None if timer is None else timer.summary()
     best = None
     for checkpoint_cb in trainer.checkpoint_callbacks:
         if isinstance(checkpoint_cb, ModelCheckpoint) and checkpoint_cb.monitor == monitor:
@@ -381,6 +385,8 @@ def run_job(
             log.error("job %s (config hash %s) failed: %s: %s", job.run_name, job.hash,
                       type(err).__name__, err)  # fmt: skip
     timer = job.timer()
+    if job.timing is None and timer is not None:  # failed during fit
+        job.timing = timer.summary()
     record = build_record(
         status=STATUS_FAILED if error is not None else STATUS_COMPLETE,
         config=job.config,
@@ -393,7 +399,7 @@ def run_job(
         lit=job.lit,
         trainer=job.trainer,
         val_best=job.val_best,
-        timing=None if timer is None else timer.summary(),
+        timing=job.timing,
         total_seconds=time.perf_counter() - start,
         checkpoint=job.checkpoint,
         error=error,
