@@ -90,6 +90,19 @@ def test_valid_pairs_compose_and_pass_the_check(model: str, data: str) -> None:
     assert len(config_hash(resolved)) == 16
 
 
+@pytest.mark.parametrize(("mode", "offline"), [("online", False), ("offline", True), (None, True)])
+def test_wandb_is_offline_unless_wandb_mode_is_online(
+    monkeypatch: pytest.MonkeyPatch, mode: str | None, offline: bool
+) -> None:
+    if mode is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", mode)
+    cfg = compose_cfg("logger=wandb", "experiment=smoke_seg")
+    assert cfg.logger.wandb.offline is offline
+    assert cfg.logger.wandb.group == "smoke_seg" and cfg.logger.wandb.project == "sphere_bench"
+
+
 def test_default_config_and_experiments_pass_the_check() -> None:
     check_config(compose_cfg(), "cnn_seg_218k", "mnist_seg")
     for name in EXPERIMENTS:
