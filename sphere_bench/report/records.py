@@ -1,0 +1,363 @@
+"""Result records → one row each → mean ± std per configuration; the paper's values."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger("sphere_bench.report")
+
+SETTING: tuple[str, ...] = ("task", "dataset", "n_items")
+SERIES: tuple[str, ...] = ("model", "rotate_train")
+KEY: tuple[str, ...] = (
+    "task",
+    "dataset",
+    "n_items",
+    "model",
+    "rotate_train",
+    "n_train",
+    "bandwidth",
+)
+TEST_SETS: tuple[str, ...] = ("nr", "r")
+ROTATE_OF_SET = {"nr": "none", "r": "random"}
+SET_TITLES = {"nr": "NR test set (unrotated)", "r": "R test set (randomly rotated)"}
+TRAIN_LABEL = {"none": "NR", "random": "R"}
+METRIC_OF_TASK = {"classification": "acc", "segmentation": "miou"}
+METRIC_AXIS = {"acc": "test accuracy (%)", "miou": "test mIoU, non-background (%)"}
+METRIC_NAME = {"acc": "accuracy", "miou": "mIoU"}
+DATASET_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+FIGURE_NAME = {
+    "fig4": "Fig. 4",
+    "fig5_left": "Fig. 5 left",
+    "fig5_right": "Fig. 5 right",
+    "fig7": "Fig. 7",
+    "fig9": "Fig. 9",
+}
+
+#: Numeric per-record columns that are averaged over seeds (``test_*`` in percent).
+VALUE_COLUMNS: tuple[str, ...] = (
+    "test_nr",
+    "test_r",
+    "drop",
+    "test_nr_miou_all",
+    "test_r_miou_all",
+    "test_nr_pixel_acc",
+    "test_r_pixel_acc",
+    "val_best",
+    "epochs_run",
+    "train_seconds",
+    "total_seconds",
+    "mean_epoch_seconds",
+    "seconds_to_best_epoch",
+    "lat_b1_ms",
+    "lat_b1_p10_ms",
+    "lat_b1_p90_ms",
+    "lat_b32_ms",
+    "lat_b32_p10_ms",
+    "lat_b32_p90_ms",
+    "thr_b1",
+    "thr_b32",
+    "mem_b1_mb",
+    "mem_b32_mb",
+    "eq_grid",
+    "eq_grid_changed",
+    "eq_haar",
+    "eq_haar_changed",
+)
+
+
+# ============================================================================ loading
+@dataclass
+class Runs:
+    """Records found under a runs folder."""
+
+    complete: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def record_paths(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> list[Path]:
+    """``<runs>/<sweep>/*.json`` (only the named ``sweeps`` if given), plus ``<runs>/*.json``."""
+    runs_dir = Path(runs_dir)
+    paths: list[Path] = []
+    if not sweeps:
+        paths.extend(sorted(runs_dir.glob("*.json")))
+        folders = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    else:
+        folders = [runs_dir / name for name in sweeps]
+        for folder in folders:
+            if not folder.is_dir():
+                log.warning("sweep folder %s does not exist", folder)
+    for folder in folders:
+        paths.extend(sorted(p for p in folder.glob("*.json") if p.is_file()))
+    return paths
+
+
+def load_runs(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> Runs:
+    """Read every record; unreadable files are skipped with a warning and kept in the result."""
+    runs = Runs()
+    for path in record_paths(runs_dir, sweeps):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or "status" not in record:
+                raise ValueError("not a result record (no 'status')")
+        except (OSError, ValueError) as err:
+            log.warning("skipping unreadable record %s: %s", path, err)
+            runs.unreadable.append((path, str(err)))
+            continue
+        record["_path"] = str(path)
+        (runs.complete if record.get("status") == "complete" else runs.failed).append(record)
+    return runs
+
+
+def family(model_name: str, target: str | None = None) -> str:
+    """``s2cnn`` or ``cnn``, from the model config name (else its ``_target_``)."""
+    text = f"{model_name} {target or ''}".lower()
+    return "s2cnn" if "s2cnn" in text or "s2_" in model_name.lower() else "cnn"
+
+
+def to_float(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) else math.nan
+
+
+def _latency_entry(latency: Any, batch_size: int) -> Mapping[str, Any]:
+    if not isinstance(latency, list):
+        return {}
+    entries = [e for e in latency if isinstance(e, Mapping) and e.get("batch_size") == batch_size]
+    forward = [e for e in entries if e.get("mode", "forward") == "forward"]
+    return (forward or entries or [{}])[0]
+
+
+def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One row per record: setting, series, N, seed and the numeric :data:`VALUE_COLUMNS`."""
+    data = record.get("data") or {}
+    model = record.get("model") or {}
+    timing = record.get("timing") or {}
+    env = record.get("env") or {}
+    test = record.get("test") or {}
+    evaluation = record.get("evaluation") or {}
+    config = record.get("config") or {}
+    task = data.get("task")
+    metric = METRIC_OF_TASK.get(task, "acc")
+    name = model.get("name") or "?"
+    row: dict[str, Any] = {
+        "sweep": record.get("sweep_name"),
+        "config_hash": record.get("config_hash"),
+        "run_name": record.get("run_name"),
+        "record_path": record.get("_path"),
+        "task": task,
+        "dataset": data.get("dataset"),
+        "n_items": int(data.get("n_items") or 1),
+        "model": name,
+        "family": family(name, model.get("target")),
+        "parameters": to_float(model.get("parameters")),
+        "rotate_train": data.get("rotate_train"),
+        "n_train": int(data["n_train"]) if data.get("n_train") is not None else -1,
+        "bandwidth": int(data["bandwidth"]) if data.get("bandwidth") is not None else -1,
+        "grid": data.get("grid"),
+        "seed": record.get("seed"),
+        "metric": metric,
+        "max_epochs": ((config.get("trainer") or {}).get("max_epochs")),
+        "device": env.get("device"),
+        "threads": env.get("threads"),
+        "torch": env.get("torch"),
+        "eval_device": (evaluation.get("device") or {}).get("device_name")
+        or (evaluation.get("device") or {}).get("device"),
+        "eval_threads": (evaluation.get("device") or {}).get("threads"),
+        "checkpoint_best": (record.get("checkpoint") or {}).get("best"),
+    }
+    for set_name in TEST_SETS:
+        results = test.get(set_name) or {}
+        row[f"test_{set_name}"] = 100 * to_float(results.get(metric))
+        row[f"test_{set_name}_miou_all"] = 100 * to_float(results.get("miou_all"))
+        row[f"test_{set_name}_pixel_acc"] = 100 * to_float(results.get("pixel_acc"))
+    row["drop"] = row["test_nr"] - row["test_r"]
+    row["val_best"] = 100 * to_float(record.get("val_best"))
+    row["epochs_run"] = to_float(record.get("epochs_run"))
+    for key in ("train_seconds", "total_seconds", "mean_epoch_seconds", "seconds_to_best_epoch"):
+        row[key] = to_float(timing.get(key))
+    for batch in (1, 32):
+        entry = _latency_entry(evaluation.get("latency"), batch)
+        row[f"lat_b{batch}_ms"] = to_float(entry.get("median_ms"))
+        row[f"lat_b{batch}_p10_ms"] = to_float(entry.get("p10_ms"))
+        row[f"lat_b{batch}_p90_ms"] = to_float(entry.get("p90_ms"))
+        row[f"thr_b{batch}"] = to_float(entry.get("images_per_s"))
+        row[f"mem_b{batch}_mb"] = to_float(entry.get("peak_memory_mb"))
+    equiv = evaluation.get("equivariance") or {}
+    for short, key in (
+        ("eq_grid", "grid_rel_error"),
+        ("eq_grid_changed", "grid_changed_fraction"),
+        ("eq_haar", "haar_rel_error"),
+        ("eq_haar_changed", "haar_changed_fraction"),
+    ):
+        row[short] = to_float(equiv.get(key))
+    return row
+
+
+def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The flattened records (one row each), or an empty frame with the key columns."""
+    rows = [flatten(r) for r in records]
+    if not rows:
+        return pd.DataFrame(
+            columns=[*KEY, "family", "parameters", "metric", "seed", *VALUE_COLUMNS]
+        )
+    return pd.DataFrame(rows)
+
+
+# ============================================================================ aggregation
+def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof 1; NaN for one seed) and count of every value column per :data:`KEY`.
+
+    Columns: the key, ``family``, ``metric``, ``parameters``, ``seeds`` (records in the group),
+    ``seed_list``, ``duplicate_seeds`` (records sharing a seed: configs that differ in something
+    outside the key, e.g. epochs, were merged), ``sweeps`` and ``<value>_mean`` / ``<value>_std``.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=[*KEY, "family", "metric", "parameters", "seeds"])
+    groups = frame.groupby(list(KEY), dropna=False, sort=True)
+    values = [c for c in VALUE_COLUMNS if c in frame.columns]
+    mean = groups[values].mean().add_suffix("_mean")
+    std = groups[values].std(ddof=1).add_suffix("_std")
+    meta = groups.agg(
+        family=("family", "first"),
+        metric=("metric", "first"),
+        parameters=("parameters", "max"),
+        seeds=("model", "size"),
+        seed_list=("seed", lambda s: ",".join(str(v) for v in sorted({x for x in s if x == x}))),
+        unique_seeds=("seed", "nunique"),
+        sweeps=("sweep", lambda s: ",".join(sorted({str(v) for v in s}))),
+    )
+    out = pd.concat([meta, mean, std], axis=1).reset_index()
+    out["duplicate_seeds"] = out["seeds"] - out["unique_seeds"]
+    out = out.drop(columns="unique_seeds")
+    for _, row in out[out["duplicate_seeds"] > 0].iterrows():
+        log.warning(
+            "%s %s N=%s: %d records share a seed (configs differing outside the key were merged)",
+            row["model"],
+            row["rotate_train"],
+            row["n_train"],
+            row["duplicate_seeds"],
+        )
+    return out.sort_values(
+        by=[
+            "task",
+            "dataset",
+            "n_items",
+            "family",
+            "model",
+            "rotate_train",
+            "n_train",
+            "bandwidth",
+        ],
+        ascending=[True, True, True, False, True, True, True, True],
+        ignore_index=True,
+    )
+
+
+def settings(agg: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """The ``(task, dataset, n_items)`` present, classification first."""
+    if agg.empty:
+        return []
+    keys = {(str(t), str(d), int(k)) for t, d, k in agg[list(SETTING)].itertuples(index=False)}
+    return sorted(keys)
+
+
+def select(frame: pd.DataFrame, setting: tuple[str, str, int]) -> pd.DataFrame:
+    """Rows of ``frame`` in ``setting``."""
+    task, dataset, n_items = setting
+    mask = (frame["task"] == task) & (frame["dataset"] == dataset) & (frame["n_items"] == n_items)
+    return frame[mask]
+
+
+def series_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(model, rotate_train)`` pairs, S2CNNs first."""
+    if frame.empty:
+        return []
+    pairs = {(str(m), str(r)) for m, r in frame[list(SERIES)].itertuples(index=False)}
+    return sorted(pairs, key=lambda p: (family(p[0]) != "s2cnn", p[0], p[1]))
+
+
+def slug(setting: tuple[str, str, int]) -> str:
+    task, dataset, n_items = setting
+    return f"{task}_{dataset}_k{n_items}"
+
+
+def setting_title(setting: tuple[str, str, int]) -> str:
+    task, dataset, n_items = setting
+    items = f"{n_items} item{'s' if n_items != 1 else ''} per sphere"
+    return f"{task.capitalize()}: spherical {DATASET_NAME.get(dataset, dataset)}, {items}"
+
+
+# ============================================================================ paper values
+def load_paper(path: Path | str | None) -> pd.DataFrame:
+    """``results/paper_reference.csv`` (``#`` comments); empty frame if missing."""
+    columns = [
+        "figure",
+        "task",
+        "dataset",
+        "n_items",
+        "model",
+        "rotate_train",
+        "rotate_test",
+        "n_train",
+        "metric",
+        "value",
+        "uncertainty",
+    ]
+    if path is None or not Path(path).is_file():
+        if path is not None:
+            log.warning("paper reference %s not found; no paper values drawn", path)
+        return pd.DataFrame(columns=columns)
+    paper = pd.read_csv(path, comment="#")
+    paper["n_items"] = paper["n_items"].astype(int)
+    paper["n_train"] = paper["n_train"].astype(int)
+    return paper
+
+
+def paper_setting(
+    paper: pd.DataFrame, setting: tuple[str, str, int], set_name: str, metric: str
+) -> pd.DataFrame:
+    """Paper rows of ``setting`` on test set ``set_name`` (``nr``/``r``) for ``metric``."""
+    if paper.empty:
+        return paper
+    rows = select(paper, setting)
+    return rows[(rows["rotate_test"] == ROTATE_OF_SET[set_name]) & (rows["metric"] == metric)]
+
+
+def match_paper(
+    paper: pd.DataFrame,
+    setting: tuple[str, str, int],
+    model: str,
+    rotate_train: str,
+    set_name: str,
+    metric: str,
+) -> pd.DataFrame:
+    """Paper rows with the same dataset, task, items, model, training and test rotation and
+    metric, sorted by N (empty when the paper has no such curve)."""
+    rows = paper_setting(paper, setting, set_name, metric)
+    if rows.empty:
+        return rows
+    rows = rows[(rows["model"] == model) & (rows["rotate_train"] == rotate_train)]
+    return rows.sort_values("n_train")
+
+
+def params_from_name(name: str) -> float:
+    """Parameter count encoded in a paper model name: ``204k`` → 204e3, ``5m5`` → 5.5e6."""
+    found = re.search(r"_(\d+)([km])(\d*)$", name)
+    if not found:
+        return math.nan
+    whole, unit, frac = found.groups()
+    value = float(f"{whole}.{frac}" if frac else whole)
+    return value * (1e3 if unit == "k" else 1e6)

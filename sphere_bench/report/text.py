@@ -1,0 +1,425 @@
+"""Number formatting, Markdown/CSV tables and the data-driven answer sentences."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.report.records import (
+    METRIC_NAME,
+    TEST_SETS,
+    TRAIN_LABEL,
+    match_paper,
+    select,
+    series_keys,
+    settings,
+    slug,
+    to_float,
+)
+
+
+# ============================================================================ formatting
+def fmt_params(value: float) -> str:
+    """20643 → ``20.6k``, 5.5e6 → ``5.5M``."""
+    if not np.isfinite(value):
+        return "–"
+    if value >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.3g}k"
+    return f"{value:.0f}"
+
+
+def fmt_n(value: float) -> str:
+    """N for axes and text: 64, 1k, 2.5k, 240k."""
+    if not np.isfinite(value):
+        return "–"
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+def fmt_pm(mean: float, std: float = math.nan, digits: int = 1) -> str:
+    """``mean ± std`` (just the mean when the std is undefined), ``–`` when missing."""
+    if not np.isfinite(mean):
+        return "–"
+    text = f"{mean:.{digits}f}"
+    return f"{text} ± {std:.{digits}f}" if np.isfinite(std) else text
+
+
+def fmt_sig(value: float, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits (no exponent for ms and seconds)."""
+    if not np.isfinite(value):
+        return "–"
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        magnitude = 0 if value == 0 else math.floor(math.log10(abs(value)))
+        return f"{value:.{max(digits - 1 - magnitude, 0)}f}"
+    return f"{value:.{digits - 1}e}"
+
+
+def series_label(model: str, rotate_train: str, parameters: float) -> str:
+    return (
+        f"{model} ({fmt_params(parameters)}, train {TRAIN_LABEL.get(rotate_train, rotate_train)})"
+    )
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table (``|`` in cells escaped)."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(cell(h) for h in headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    lines.extend("| " + " | ".join(cell(v) for v in row) + " |" for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """``frame`` as CSV, atomically."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.6g")
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+# ============================================================================ tables
+def setting_table(agg_setting: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Markdown headers and rows of one setting: one row per model, training rotation and N."""
+    metric = METRIC_NAME[str(agg_setting["metric"].iloc[0])]
+    classification = (agg_setting["task"] == "classification").any()
+    headers = [
+        "model",
+        "params",
+        "train",
+        "N",
+        "B",
+        "seeds",
+        f"NR test {metric} %",
+        f"R test {metric} %",
+        "NR→R drop",
+        "latency b1 ms",
+        "latency b32 ms",
+        "train time s",
+        "equiv. err. Haar",
+        "equiv. err. grid",
+    ]
+    if classification:
+        headers.append("pred. changed (Haar) %")
+    rows = []
+    for _, r in agg_setting.iterrows():
+        row = [
+            r["model"],
+            fmt_params(r["parameters"]),
+            TRAIN_LABEL.get(r["rotate_train"], "?"),
+            fmt_n(r["n_train"]),
+            "–" if r["bandwidth"] < 0 else str(int(r["bandwidth"])),
+            str(int(r["seeds"])),
+            fmt_pm(r["test_nr_mean"], r["test_nr_std"]),
+            fmt_pm(r["test_r_mean"], r["test_r_std"]),
+            fmt_pm(r["drop_mean"], r["drop_std"]),
+            fmt_sig(r["lat_b1_ms_mean"]),
+            fmt_sig(r["lat_b32_ms_mean"]),
+            fmt_sig(r["train_seconds_mean"]),
+            fmt_sig(r["eq_haar_mean"], 2),
+            fmt_sig(r["eq_grid_mean"], 2),
+        ]
+        if classification:
+            row.append(fmt_pm(100 * r["eq_haar_changed_mean"]))
+        rows.append(row)
+    return headers, rows
+
+
+def best_rows(agg_setting: pd.DataFrame) -> pd.DataFrame:
+    """Per series the row with the best rotated-test metric (the NR one if there is no R)."""
+    out = []
+    for model, rotate in series_keys(agg_setting):
+        rows = agg_setting[
+            (agg_setting["model"] == model) & (agg_setting["rotate_train"] == rotate)
+        ]
+        column = "test_r_mean" if rows["test_r_mean"].notna().any() else "test_nr_mean"
+        if rows[column].notna().any():
+            out.append(rows.loc[rows[column].idxmax()])
+        else:
+            out.append(rows.sort_values("n_train").iloc[-1])
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def answer_frame(agg: pd.DataFrame) -> pd.DataFrame:
+    """The compact answer: per setting and model its best R-test metric and costs."""
+    rows = []
+    for setting in settings(agg):
+        best = best_rows(select(agg, setting))
+        for _, r in best.iterrows():
+            rows.append(
+                {
+                    "setting": slug(setting),
+                    "model": r["model"],
+                    "family": r["family"],
+                    "rotate_train": r["rotate_train"],
+                    "parameters": r["parameters"],
+                    "metric": r["metric"],
+                    "best_test_r": r["test_r_mean"],
+                    "best_test_r_std": r["test_r_std"],
+                    "at_n_train": r["n_train"],
+                    "test_nr_at_best": r["test_nr_mean"],
+                    "seeds": r["seeds"],
+                    "lat_b1_ms": r["lat_b1_ms_mean"],
+                    "lat_b32_ms": r["lat_b32_ms_mean"],
+                    "train_seconds": r["train_seconds_mean"],
+                    "eq_haar": r["eq_haar_mean"],
+                    "eq_grid": r["eq_grid_mean"],
+                }
+            )
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values(
+            ["setting", "best_test_r"], ascending=[True, False], ignore_index=True
+        )
+    return frame
+
+
+def answer_markdown(answer: pd.DataFrame) -> str:
+    headers = [
+        "setting",
+        "model",
+        "train",
+        "params",
+        "best R-test metric %",
+        "at N",
+        "NR test % (same N)",
+        "latency b1 ms",
+        "latency b32 ms",
+        "train time s",
+        "equiv. err. Haar",
+    ]
+    rows = [
+        [
+            r["setting"],
+            r["model"],
+            TRAIN_LABEL.get(r["rotate_train"], "?"),
+            fmt_params(r["parameters"]),
+            f"{METRIC_NAME[r['metric']]} {fmt_pm(r['best_test_r'], r['best_test_r_std'])}",
+            fmt_n(r["at_n_train"]),
+            fmt_pm(r["test_nr_at_best"]),
+            fmt_sig(r["lat_b1_ms"]),
+            fmt_sig(r["lat_b32_ms"]),
+            fmt_sig(r["train_seconds"]),
+            fmt_sig(r["eq_haar"], 2),
+        ]
+        for _, r in answer.iterrows()
+    ]
+    return markdown_table(headers, rows)
+
+
+# ============================================================================ answer sentences
+def _label(row: Mapping[str, Any]) -> str:
+    return (
+        f"**{row['model']}** (train {TRAIN_LABEL.get(row['rotate_train'], '?')}, "
+        f"{fmt_params(row['parameters'])} parameters)"
+    )
+
+
+def _noise_note(a: Mapping[str, Any], b: Mapping[str, Any], column: str) -> str:
+    """How much a difference between two aggregated rows can be trusted."""
+    if a["seeds"] < 2 or b["seeds"] < 2:
+        return " (single seed: no error bar)"
+    spread = math.hypot(to_float(a[f"{column}_std"]), to_float(b[f"{column}_std"]))
+    diff = abs(to_float(a[f"{column}_mean"]) - to_float(b[f"{column}_mean"]))
+    if np.isfinite(spread) and diff <= spread:
+        return " — within the seed spread"
+    return ""
+
+
+def _ratio_text(a: float, b: float, noun: str, than: str) -> str:
+    """``2.5× more parameters than the S2CNN`` (``a`` relative to ``b``), or ``""``."""
+    if not (np.isfinite(a) and np.isfinite(b)) or a <= 0 or b <= 0:
+        return ""
+    if a == b:
+        return f"as many {noun} as {than}"
+    ratio = a / b
+    more = ratio > 1
+    return f"{ratio if more else 1 / ratio:.2g}× {'more' if more else 'fewer'} {noun} than {than}"
+
+
+def answer_sentences(agg_setting: pd.DataFrame) -> list[str]:
+    """Data-driven sentences for one setting (aggregated rows of one task/dataset/items)."""
+    if agg_setting.empty:
+        return []
+    metric = METRIC_NAME[str(agg_setting["metric"].iloc[0])]
+    out: list[str] = []
+    has_r = agg_setting["test_r_mean"].notna().any()
+    column = "test_r" if has_r else "test_nr"
+    test_name = "rotated (R)" if has_r else "unrotated (NR)"
+    scored = agg_setting[agg_setting[f"{column}_mean"].notna()]
+    if scored.empty:
+        return [f"No run has a test {metric} yet."]
+
+    # 1. the winner on the rotated test set, and the best S2CNN vs the best CNN
+    best = scored.loc[scored[f"{column}_mean"].idxmax()]
+    out.append(
+        f"On the {test_name} test set the best model is {_label(best)}: {metric} "
+        f"{fmt_pm(best[f'{column}_mean'], best[f'{column}_std'])} % "
+        f"at N = {fmt_n(best['n_train'])}."
+    )
+    s2 = scored[scored["family"] == "s2cnn"]
+    cnn = scored[scored["family"] == "cnn"]
+    if not s2.empty and not cnn.empty:
+        b_s2 = s2.loc[s2[f"{column}_mean"].idxmax()]
+        b_cnn = cnn.loc[cnn[f"{column}_mean"].idxmax()]
+        diff = b_s2[f"{column}_mean"] - b_cnn[f"{column}_mean"]
+        verb = "beats" if diff > 0 else ("ties with" if diff == 0 else "stays below")
+        params = _ratio_text(b_cnn["parameters"], b_s2["parameters"], "parameters", "the S2CNN")
+        out.append(
+            f"Best against best, the S2CNN {_label(b_s2)} {verb} the best CNN {_label(b_cnn)} by "
+            f"{abs(diff):.1f} points ({b_s2[f'{column}_mean']:.1f} vs "
+            f"{b_cnn[f'{column}_mean']:.1f} %){_noise_note(b_s2, b_cnn, column)}"
+            + (f"; the CNN has {params}." if params else ".")
+        )
+        common = sorted(set(s2["n_train"]) & set(cnn["n_train"]))
+        if common:
+            n = common[-1]
+            a = s2[s2["n_train"] == n]
+            b = cnn[cnn["n_train"] == n]
+            a = a.loc[a[f"{column}_mean"].idxmax()]
+            b = b.loc[b[f"{column}_mean"].idxmax()]
+            d = a[f"{column}_mean"] - b[f"{column}_mean"]
+            out.append(
+                f"At equal N = {fmt_n(n)} (the largest N both were trained with) the S2CNN is "
+                f"{'ahead' if d > 0 else 'behind'} by {abs(d):.1f} points "
+                f"({a[f'{column}_mean']:.1f} vs {b[f'{column}_mean']:.1f} % for {b['model']}, "
+                f"train {TRAIN_LABEL.get(b['rotate_train'], '?')})."
+            )
+
+    # 2. the NR -> R drop of every model trained without rotations
+    if has_r:
+        drops = []
+        for model, rotate in series_keys(agg_setting):
+            if rotate != "none":
+                continue
+            rows = agg_setting[
+                (agg_setting["model"] == model)
+                & (agg_setting["rotate_train"] == rotate)
+                & agg_setting["drop_mean"].notna()
+            ]
+            if rows.empty:
+                continue
+            r = rows.sort_values("n_train").iloc[-1]
+            kept = (
+                f", keeps {100 * r['test_r_mean'] / r['test_nr_mean']:.0f} % of its NR score"
+                if r["test_nr_mean"] > 0
+                else ""
+            )
+            sign = "−" if r["drop_mean"] >= 0 else "+"
+            drops.append(
+                f"{r['model']} {r['test_nr_mean']:.1f} → {r['test_r_mean']:.1f} % "
+                f"({sign}{abs(r['drop_mean']):.1f} points{kept}, N = {fmt_n(r['n_train'])})"
+            )
+        if drops:
+            out.append(
+                "Trained without rotations (NR), NR test → R test: " + "; ".join(drops) + "."
+            )
+
+    # 3. how the CNNs' rotated-test metric changes with N
+    trends = []
+    for model, rotate in series_keys(cnn if not cnn.empty else scored):
+        rows = scored[(scored["model"] == model) & (scored["rotate_train"] == rotate)]
+        rows = rows.sort_values("n_train")
+        if len(rows) < 2:
+            continue
+        values = rows[f"{column}_mean"].to_numpy()
+        first, last = rows.iloc[0], rows.iloc[-1]
+        diff = last[f"{column}_mean"] - first[f"{column}_mean"]
+        steps = np.diff(values)
+        shape = (
+            "rising at every step"
+            if (steps > 0).all()
+            else "falling at every step"
+            if (steps < 0).all()
+            else "not monotone"
+        )
+        trends.append(
+            f"{model} (train {TRAIN_LABEL.get(rotate, '?')}) "
+            f"{'gains' if diff >= 0 else 'loses'} {abs(diff):.1f} points from N = "
+            f"{fmt_n(first['n_train'])} to {fmt_n(last['n_train'])} "
+            f"({first[f'{column}_mean']:.1f} → {last[f'{column}_mean']:.1f} %, {shape})"
+        )
+    if trends:
+        out.append(
+            f"With more training data, {test_name} test {metric}: " + "; ".join(trends) + "."
+        )
+    if not s2.empty and not cnn.empty:
+        s2_first = s2.sort_values(["n_train", f"{column}_mean"], ascending=[True, False]).iloc[0]
+        cnn_best = cnn.loc[cnn[f"{column}_mean"].idxmax()]
+        reached = cnn_best[f"{column}_mean"] >= s2_first[f"{column}_mean"]
+        out.append(
+            f"The S2CNN at its smallest N = {fmt_n(s2_first['n_train'])} scores "
+            f"{s2_first[f'{column}_mean']:.1f} %; "
+            + (
+                f"the CNNs reach that ({cnn_best['model']} at N = {fmt_n(cnn_best['n_train'])}: "
+                f"{cnn_best[f'{column}_mean']:.1f} %)."
+                if reached
+                else f"no CNN reaches that at any N tried (best {cnn_best[f'{column}_mean']:.1f} %"
+                f" by {cnn_best['model']} at N = {fmt_n(cnn_best['n_train'])})."
+            )
+        )
+
+    # 4. costs and equivariance of the best S2CNN vs the best CNN
+    if not s2.empty and not cnn.empty:
+        b_s2 = s2.loc[s2[f"{column}_mean"].idxmax()]
+        b_cnn = cnn.loc[cnn[f"{column}_mean"].idxmax()]
+        costs = []
+        for col, noun in (
+            ("lat_b1_ms_mean", "latency at batch 1"),
+            ("lat_b32_ms_mean", "latency at batch 32"),
+            ("train_seconds_mean", "training time"),
+        ):
+            a, b = to_float(b_s2[col]), to_float(b_cnn[col])
+            if np.isfinite(a) and np.isfinite(b) and b > 0:
+                unit = "s" if col.startswith("train") else "ms"
+                costs.append(f"{noun} {fmt_sig(a)} vs {fmt_sig(b)} {unit} ({a / b:.2g}×)")
+        if costs:
+            out.append("Cost of the best S2CNN vs the best CNN: " + "; ".join(costs) + ".")
+    eq = agg_setting[agg_setting["eq_haar_mean"].notna()]
+    if not eq.empty:
+        parts = []
+        for model, rotate in series_keys(eq):
+            rows = eq[(eq["model"] == model) & (eq["rotate_train"] == rotate)]
+            parts.append(
+                f"{model} (train {TRAIN_LABEL.get(rotate, '?')}) "
+                f"{fmt_sig(rows['eq_haar_mean'].mean(), 2)}"
+            )
+        out.append(
+            "Equivariance error under Haar rotations (relative output change, mean over "
+            "runs): " + "; ".join(parts) + "."
+        )
+    return out
+
+
+def paper_comparison(agg_setting: pd.DataFrame, paper: pd.DataFrame) -> str | None:
+    """Mean and largest |ours − paper| over the configurations the paper has, or None."""
+    diffs = []
+    for _, r in agg_setting.iterrows():
+        setting = (r["task"], r["dataset"], int(r["n_items"]))
+        for set_name in TEST_SETS:
+            rows = match_paper(paper, setting, r["model"], r["rotate_train"], set_name, r["metric"])
+            rows = rows[rows["n_train"] == r["n_train"]]
+            if not rows.empty and np.isfinite(r[f"test_{set_name}_mean"]):
+                diffs.append(r[f"test_{set_name}_mean"] - float(rows["value"].iloc[0]))
+    if not diffs:
+        return None
+    arr = np.asarray(diffs)
+    return (
+        f"Against the paper's values at matching configurations ({len(arr)} points): ours are on "
+        f"average {arr.mean():+.1f} points off "
+        f"(largest deviation {arr[np.abs(arr).argmax()]:+.1f})."
+    )
