@@ -179,9 +179,7 @@ def figure_metric_vs_n(
                 )
             _n_axis(rax, ref_rows["n_train"])
             rax.set_ylabel(METRIC_AXIS[metric])
-            rax.set_title(
-                f"PAPER REFERENCE ({figs}): other models and N — compare shapes only", fontsize=9
-            )
+            rax.set_title(f"PAPER REFERENCE ({figs}): other models and N, shapes only", fontsize=9)
             rax.grid(True, alpha=0.3)
             rax.legend(fontsize=7)
     fig.suptitle(
