@@ -155,6 +155,7 @@ def _worker(spec: dict) -> dict:
         "times_ms": [round(t, 3) for t in times],
         "first_call_s": round(first_s, 3),
         "peak_rss_gb": _peak_rss_gb(),
+        "loadavg_1min": os.getloadavg()[0],
     }
     if cuda:
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
@@ -228,10 +229,11 @@ def _markdown(results: dict) -> str:
         f"{results['warmup']} warm-up; torch {results['torch']}; {results['date']}.",
         "Reference = issue 3 figures for the paper's s2cnn fork (CPU path, 1 thread), measured on",
         "this machine type but **not in the same run**; ratio = reference / ours (> 1 is faster).",
+        "Load = 1-min load average after the workload (> threads means other processes competed).",
         "",
         "| workload | mode | threads | ours (ms) | reference (ms) | ratio | peak RSS (GB) "
-        "| ref RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ref RSS | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         key = (r["size"] if r["kind"] == "model" else r["kind"],
@@ -247,7 +249,7 @@ def _markdown(results: dict) -> str:
         lines.append(
             f"| {r['label']} | {r['mode']} | {r['threads']} | {ours:,.1f} | "
             f"{'' if ref is None else f'{ref:,}'} | {ratio} | {r['peak_rss_gb']:.2f} | "
-            f"{'' if ref_rss is None else ref_rss} |"
+            f"{'' if ref_rss is None else ref_rss} | {r.get('loadavg_1min', float('nan')):.1f} |"
         )
     t = results.get("tables")
     if t:
