@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def data_root() -> Path:
     """The MNIST/FashionMNIST root: ``$SPHERE_BENCH_DATA`` or ``../shared/datasets``."""
     root = Path(os.environ.get("SPHERE_BENCH_DATA", REPO_ROOT.parent / "shared" / "datasets"))
+    root = root.resolve()  # subprocess tests run in other working directories
     if not (root / "MNIST" / "raw").is_dir():
         message = f"no MNIST under {root}; set SPHERE_BENCH_DATA to a folder holding MNIST/raw"
         if os.environ.get("CI"):

@@ -18,8 +18,13 @@ Record fields (``schema`` 1; later issues add keys, e.g. latency and equivarianc
 ``epochs_run``, ``timing`` (``total_seconds``, ``train_seconds``, ``epoch_seconds``,
 ``mean_epoch_seconds``, ``best_epoch``, ``seconds_to_best_epoch``), ``checkpoint`` (``dir``,
 ``best``, ``last``, ``resumed_from``), ``env`` (``device``, ``accelerator``, ``precision``,
-``torch``, ``pytorch_lightning``, ``python``, ``threads``, ``hostname``). NaN and ±inf are stored
-as null (e.g. the IoU of a class absent from a small test set).
+``torch``, ``pytorch_lightning``, ``python``, ``threads``, ``hostname``), and whatever callbacks add
+through ``record_entries()``: ``evaluation`` (``latency`` list of ``{batch_size, mode, median_ms,
+p10_ms, p90_ms, images_per_s, repeats, peak_memory_mb, baseline_memory_mb, memory_kind}``,
+``equivariance`` ``{grid_rel_error, grid_changed_fraction, haar_rel_error, haar_changed_fraction,
+n_samples, test_set}``, ``train_peak_memory_mb``, ``device``; see
+:mod:`sphere_bench.evaluate.callback`). NaN and ±inf are stored as null (e.g. the IoU of a class
+absent from a small test set).
 """
 
 from __future__ import annotations
@@ -161,9 +166,11 @@ def build_record(
     total_seconds: float | None = None,
     checkpoint: Mapping[str, Any] | None = None,
     error: BaseException | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The result record (see the module docstring); any argument after ``data_name`` may be
-    missing when the job failed early."""
+    missing when the job failed early. ``extra`` adds top-level entries (e.g. ``evaluation`` from
+    callbacks with a ``record_entries()`` method)."""
     import pytorch_lightning as pl
 
     data_cfg = config.get("data", {}) or {}
@@ -206,6 +213,7 @@ def build_record(
         },
         "config": dict(config),
     }
+    record.update(extra or {})
     return _plain(record)
 
 

@@ -304,6 +304,19 @@ def _summarise_to_wandb(job: Job) -> None:
             logger.experiment.summary.update(summary)
 
 
+def callback_record_entries(trainer: pl.Trainer | None) -> dict[str, Any]:
+    """Entries that callbacks contribute to the record via a ``record_entries()`` method.
+
+    This is how configured callbacks (e.g. the evaluation step, ``conf/callbacks/default.yaml``)
+    extend the record without the training code importing them.
+    """
+    entries: dict[str, Any] = {}
+    for callback in getattr(trainer, "callbacks", None) or []:
+        if callable(getattr(callback, "record_entries", None)):
+            entries.update(callback.record_entries())
+    return entries
+
+
 def _close_loggers(job: Job, failed: bool) -> None:
     for logger in job.loggers:
         try:
@@ -403,6 +416,7 @@ def run_job(
         total_seconds=time.perf_counter() - start,
         checkpoint=job.checkpoint,
         error=error,
+        extra=callback_record_entries(job.trainer),
     )
     write_record(record, job.run_dir / RECORD_NAME, job.record_path)
     log.info("%s record: %s", record["status"], job.record_path)
