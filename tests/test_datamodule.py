@@ -94,3 +94,17 @@ def test_healpix_datamodule(data_root: Path) -> None:
 def test_datamodule_rejects_bad_config_before_work(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SphericalDataModule(**{"cache_dir": None, **kwargs})
+
+
+def test_training_order_depends_only_on_seed_and_epoch(data_root: Path) -> None:
+    def order(epoch: int, seed: int = 0) -> list[int]:
+        dm = SphericalDataModule("mnist", "classification", bandwidth=4, n_train=50, n_val=0,
+                                 root=data_root, cache_dir=None, batch_size=50, seed=seed,
+                                 progress=False)  # fmt: skip
+        loader = dm.train_dataloader()  # a fresh loader, as after resuming from a checkpoint
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))[1].tolist()
+
+    assert order(3) == order(3)
+    assert order(3) != order(4) and order(3) != order(3, seed=1)
+    assert sorted(order(0)) == sorted(order(1))

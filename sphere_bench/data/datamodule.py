@@ -22,7 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sphere_bench.data.canvas import compose_layers
 from sphere_bench.data.planar_source import CLASS_NAMES, PlanarSplit, load_planar_split
@@ -77,6 +77,28 @@ class OnlineCanvasDataset(Dataset):
         offsets = self.offsets[index : index + 1] if self.spec.jitter > 0 else None
         layers = compose_layers(items, self.spec.tiles, offsets)[0]
         return {"layers": layers, "labels": self.source.labels[self.indices[index]], "index": index}
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order of ``range(n)`` that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, so a job resumed from a checkpoint sees
+    the same order in epoch ``e`` as an uninterrupted one (a plain shuffling DataLoader would
+    restart its generator).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        gen = split_generator(self.seed, "loader", f"epoch-{self.epoch}")
+        return iter(torch.randperm(self.n, generator=gen).tolist())
 
 
 def _as_tuple(value: str | Sequence[str] | None, key: str) -> tuple[str, ...]:
@@ -268,12 +290,11 @@ class SphericalDataModule(pl.LightningDataModule):
             }
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        generator = split_generator(self.train_spec.seed, "loader") if shuffle else None
+        sampler = EpochShuffleSampler(len(dataset), self.train_spec.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
