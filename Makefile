@@ -15,9 +15,13 @@ export WANDB_MODE ?= offline
 export JAX_ENABLE_X64 ?= 1
 export MPLBACKEND ?= Agg
 
-PRESET ?= quick
+# make sweep PRESET=<conf/experiment name>; extra Hydra overrides in SWEEP_ARGS, e.g.
+#   make sweep PRESET=paper_fig7_four SWEEP_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
+PRESET ?= sweep_smoke
+SWEEP_ARGS ?=
+REPORT_ARGS ?=
 
-.PHONY: install test sweep data bench lint clean
+.PHONY: install test sweep report data bench lint clean
 
 install: $(STAMP)
 
@@ -29,22 +33,27 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# Until the training sweep lands: generate a small dataset and its preview figures.
+# A real Hydra multirun of conf/experiment/$(PRESET).yaml (finished jobs are skipped on a rerun),
+# then the report over every record in results/runs.
 sweep: install
-	$(PY) -m sphere_bench.data data=mnist_seg data.bandwidth=16 data.n_train=2000 data.n_val=200 data.n_test=1000 data.progress=false
-	$(PY) -m sphere_bench.data data=mnist_seg4 preview_only=true
+	$(PY) -m sphere_bench.train -m experiment=$(PRESET) $(SWEEP_ARGS)
+	$(MAKE) --no-print-directory report
+
+report: install
+	$(PY) -m sphere_bench.report --runs results/runs --out results $(REPORT_ARGS)
 
 # Preview figures of every dataset (a few test samples each, paper bandwidths).
 data: install
 	for d in mnist_cls fashion_cls mnist_seg mnist_seg4 fashion_seg; do \
 	  $(PY) -m sphere_bench.data data=$$d preview_only=true || exit 1; done
 
+# Speed benchmarks → results/bench_data.{json,md} and results/bench_models.{json,md}.
 bench: install
 	$(PY) scripts/bench_data.py $(BENCH_ARGS)
+	$(PY) scripts/bench_models.py $(BENCH_MODELS_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check sphere_bench/data
 
 clean:
 	rm -rf outputs multirun data/cache

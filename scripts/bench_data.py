@@ -36,6 +36,7 @@ from sphere_bench.data.cache import atomic_write_text
 from sphere_bench.data.grids import paper_betas, soft_alphas
 from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.spherical_dataset import SplitSpec, generate_split
+from sphere_bench.system_info import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,15 +121,9 @@ def bench_reference(path: Path, images: int, bandwidths: list[int], chunks: list
 
 
 def environment() -> dict:
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
         "torch": torch.__version__, "numpy": np.__version__,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }  # fmt: skip

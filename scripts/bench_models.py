@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from sphere_bench.system_info import cpu_name, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,12 +60,9 @@ REFERENCE_RSS_GB = {
 
 def _peak_rss_gb() -> float:
     """High-water RSS of this process image (``VmHWM``; ``ru_maxrss`` survives ``exec``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
+    peak = peak_rss_mb()
+    if peak is not None:
+        return peak * 1024 / 1e6
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
@@ -281,7 +279,7 @@ def main() -> None:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else (
-        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+        f"CPU {cpu_name()}, {os.cpu_count()} cores")
     threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
     results = {
         "device": device, "device_name": device_name, "torch": torch.__version__,

@@ -29,7 +29,8 @@ from pytorch_lightning.callbacks import Callback
 from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.spherical_dataset import render_samples
 from sphere_bench.evaluate.equivariance import equivariance_errors
-from sphere_bench.evaluate.latency import cpu_peak_rss_mb, device_description, measure_latency
+from sphere_bench.evaluate.latency import device_description, measure_latency
+from sphere_bench.system_info import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class EvaluationCallback(Callback):
         if pl_module.device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(pl_module.device) / 2**20, "cuda"
         else:
-            peak, kind = cpu_peak_rss_mb(), "cpu_peak_rss"
+            peak, kind = peak_rss_mb(), "cpu_peak_rss"
         self.results["train_peak_memory_mb"] = peak
         self.results["train_peak_memory_kind"] = kind
 

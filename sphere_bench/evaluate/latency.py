@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sphere_bench import system_info
+from sphere_bench.system_info import peak_rss_mb
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -53,17 +56,6 @@ def reset_cpu_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def cpu_peak_rss_mb() -> float | None:
-    """Peak resident set size of this process in MiB (``VmHWM``), or ``None`` off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 def time_callable(
@@ -134,7 +126,7 @@ def measure_latency(
         torch.cuda.reset_peak_memory_stats(device)
         memory_kind, baseline = "cuda_max_allocated", torch.cuda.memory_allocated(device) / 2**20
     elif reset_cpu_peak_rss():
-        memory_kind, baseline = "cpu_peak_rss", cpu_peak_rss_mb()
+        memory_kind, baseline = "cpu_peak_rss", peak_rss_mb()
     try:
         times = time_callable(fn, device, warmup=warmup, repeats=repeats)
     finally:
@@ -142,7 +134,7 @@ def measure_latency(
     if memory_kind == "cuda_max_allocated":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     elif memory_kind == "cpu_peak_rss":
-        peak = cpu_peak_rss_mb()
+        peak = peak_rss_mb()
     else:
         peak = None
     median = statistics.median(times)
@@ -163,20 +155,9 @@ def measure_latency(
 def device_description(device: torch.device | str) -> dict:
     """Device name, torch version and thread count, for records."""
     device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = "cpu"
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
     return {
         "device": device.type,
-        "device_name": name,
+        "device_name": system_info.device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import socket
 import sys
 import traceback
@@ -45,6 +44,7 @@ from typing import Any
 
 import torch
 
+from sphere_bench import system_info
 from sphere_bench.data.cache import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -134,19 +134,7 @@ def error_info(err: BaseException) -> dict[str, str]:
 def device_name(trainer: Any | None) -> str:
     """GPU name when the trainer ran on CUDA, else the CPU's description."""
     device = getattr(getattr(trainer, "strategy", None), "root_device", None)
-    if device is not None and device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device is not None and device.type not in ("cpu", "cuda"):
-        return str(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu ({cpu})"
+    return system_info.device_name(device if device is not None else "cpu")
 
 
 def build_record(
