@@ -95,7 +95,61 @@ def _so3_phi(
     return g[:, :, :, q, kk]  # [c, d, b, n, k]
 
 
-class S2Convolution(nn.Module):
+class _GridKernelCorrelation(nn.Module):
+    """Shared parameterisation of the S2CNN layers (s2cnn's, see the module docstring).
+
+    ``kernel`` ``[C_in, C_out, |grid|]`` initialised ``U(−1, 1)`` and multiplied by the fixed
+    ``scaling = 1/sqrt(|grid| · C_in · b_out^p / b_in^q)`` with ``(p, q) = scale_powers``, and a
+    zero-initialised ``bias`` broadcast over the output grid. Subclasses set ``input_dims``,
+    ``output_dims`` (tensor ranks incl. batch and channel) and ``scale_powers``.
+    """
+
+    input_dims: int
+    output_dims: int
+    scale_powers: tuple[int, int]
+
+    def __init__(
+        self,
+        nfeature_in: int,
+        nfeature_out: int,
+        b_in: int,
+        b_out: int,
+        grid: S2KernelGrid | SO3KernelGrid,
+    ) -> None:
+        super().__init__()
+        _check_features("nfeature_in", nfeature_in)
+        _check_features("nfeature_out", nfeature_out)
+        check_bandwidth(b_in)
+        check_bandwidth(b_out)
+        self.nfeature_in, self.nfeature_out = nfeature_in, nfeature_out
+        self.b_in, self.b_out = b_in, b_out
+        self.grid = grid
+        self.kernel = nn.Parameter(torch.empty(nfeature_in, nfeature_out, grid.size))
+        bias_shape = (1, nfeature_out, *([1] * (self.output_dims - 2)))
+        self.bias = nn.Parameter(torch.zeros(bias_shape))
+        p, q = self.scale_powers
+        self.scaling = 1.0 / math.sqrt(grid.size * nfeature_in * b_out**p / b_in**q)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.kernel, -1.0, 1.0)
+        nn.init.zeros_(self.bias)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        size = 2 * self.b_in
+        expected = [self.nfeature_in] + [size] * (self.input_dims - 2)
+        if x.dim() != self.input_dims or list(x.shape[1:]) != expected:
+            shape = ", ".join(str(v) for v in expected)
+            raise ValueError(
+                f"{type(self).__name__} expects [N, {shape}], got {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return (f"{self.nfeature_in}->{self.nfeature_out}, b {self.b_in}->{self.b_out}, "
+                f"grid={self.grid.size} pts")
+
+
+class S2Convolution(_GridKernelCorrelation):
     """S² → SO(3) correlation (s2cnn ``S2Convolution``); see the module docstring.
 
     Args:
@@ -106,6 +160,10 @@ class S2Convolution(nn.Module):
         grid: kernel grid (default :func:`s2_near_identity_grid`, 24 points).
     """
 
+    input_dims = 4
+    output_dims = 5
+    scale_powers = (4, 2)
+
     def __init__(
         self,
         nfeature_in: int,
@@ -114,22 +172,8 @@ class S2Convolution(nn.Module):
         b_out: int,
         grid: S2KernelGrid | None = None,
     ) -> None:
-        super().__init__()
-        _check_features("nfeature_in", nfeature_in)
-        _check_features("nfeature_out", nfeature_out)
-        check_bandwidth(b_in)
-        check_bandwidth(b_out)
-        self.nfeature_in, self.nfeature_out = nfeature_in, nfeature_out
-        self.b_in, self.b_out = b_in, b_out
-        self.grid = s2_near_identity_grid() if grid is None else grid
-        self.kernel = nn.Parameter(torch.empty(nfeature_in, nfeature_out, self.grid.size))
-        self.bias = nn.Parameter(torch.zeros(1, nfeature_out, 1, 1, 1))
-        self.scaling = 1.0 / math.sqrt(self.grid.size * nfeature_in * b_out**4 / b_in**2)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.uniform_(self.kernel, -1.0, 1.0)
-        nn.init.zeros_(self.bias)
+        grid = s2_near_identity_grid() if grid is None else grid
+        super().__init__(nfeature_in, nfeature_out, b_in, b_out, grid)
 
     def kernel_spectrum_conj(self, num_degrees: int) -> torch.Tensor:
         """``conj(Ψ^l_n(c, d))``, ``Ψ = 2 b_out Σ_i ψ_i D^l_{n0}(x_i)``: ``[2L−1, L, C, D]``."""
@@ -146,11 +190,7 @@ class S2Convolution(nn.Module):
         return spec.conj()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.nfeature_in or x.shape[-1] != 2 * self.b_in:
-            raise ValueError(
-                f"S2Convolution expects [N, {self.nfeature_in}, {2 * self.b_in}, "
-                f"{2 * self.b_in}], got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         n = x.shape[0]
         L = min(self.b_in, self.b_out)
         spec = s2_analysis_pairs(x.reshape(n * self.nfeature_in, *x.shape[2:]), L)
@@ -162,12 +202,8 @@ class S2Convolution(nn.Module):
         size = 2 * self.b_out
         return y.view(n, self.nfeature_out, size, size, size) + self.bias
 
-    def extra_repr(self) -> str:
-        return (f"{self.nfeature_in}->{self.nfeature_out}, b {self.b_in}->{self.b_out}, "
-                f"grid={self.grid.size} pts")
 
-
-class SO3Convolution(nn.Module):
+class SO3Convolution(_GridKernelCorrelation):
     """SO(3) → SO(3) correlation (s2cnn ``SO3Convolution``); see the module docstring.
 
     Args:
@@ -175,6 +211,10 @@ class SO3Convolution(nn.Module):
         b_in, b_out: bandwidths of input ``[N, C_in, 2b_in]*3`` and output ``[N, C_out, 2b_out]*3``.
         grid: kernel grid (default :func:`so3_near_identity_grid`, 192 points).
     """
+
+    input_dims = 5
+    output_dims = 5
+    scale_powers = (3, 3)
 
     def __init__(
         self,
@@ -184,22 +224,8 @@ class SO3Convolution(nn.Module):
         b_out: int,
         grid: SO3KernelGrid | None = None,
     ) -> None:
-        super().__init__()
-        _check_features("nfeature_in", nfeature_in)
-        _check_features("nfeature_out", nfeature_out)
-        check_bandwidth(b_in)
-        check_bandwidth(b_out)
-        self.nfeature_in, self.nfeature_out = nfeature_in, nfeature_out
-        self.b_in, self.b_out = b_in, b_out
-        self.grid = so3_near_identity_grid() if grid is None else grid
-        self.kernel = nn.Parameter(torch.empty(nfeature_in, nfeature_out, self.grid.size))
-        self.bias = nn.Parameter(torch.zeros(1, nfeature_out, 1, 1, 1))
-        self.scaling = 1.0 / math.sqrt(self.grid.size * nfeature_in * b_out**3 / b_in**3)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.uniform_(self.kernel, -1.0, 1.0)
-        nn.init.zeros_(self.bias)
+        grid = so3_near_identity_grid() if grid is None else grid
+        super().__init__(nfeature_in, nfeature_out, b_in, b_out, grid)
 
     def kernel_spectrum(self, num_degrees: int) -> torch.Tensor:
         """``K^l_{nk}(c, d) = Σ_i ψ_i D^l_{nk}(g_i)`` as ``[2L−1(n), 2L−1(k), L, C, D]``.
@@ -230,11 +256,7 @@ class SO3Convolution(nn.Module):
         return _cached(key, build)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5 or x.shape[1] != self.nfeature_in or x.shape[-1] != 2 * self.b_in:
-            raise ValueError(
-                f"SO3Convolution expects [N, {self.nfeature_in}, {2 * self.b_in}, "
-                f"{2 * self.b_in}, {2 * self.b_in}], got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         n = x.shape[0]
         c, d = self.nfeature_in, self.nfeature_out
         L = min(self.b_in, self.b_out)
@@ -260,17 +282,17 @@ class SO3Convolution(nn.Module):
         size = 2 * self.b_out
         return y.view(n, d, size, size, size) + self.bias
 
-    def extra_repr(self) -> str:
-        return (f"{self.nfeature_in}->{self.nfeature_out}, b {self.b_in}->{self.b_out}, "
-                f"grid={self.grid.size} pts")
 
-
-class SO3ToS2Convolution(nn.Module):
+class SO3ToS2Convolution(_GridKernelCorrelation):
     """SO(3) → S² correlation, the paper's segmentation head (spec §7.3).
 
     Input ``[N, C_in, 2b_in, 2b_in, 2b_in]``, output ``[N, C_out, 2b_out, 2b_out]``; kernel on an
     SO(3) grid (default 192 points), parameters ``C_in·C_out·|grid| + C_out``.
     """
+
+    input_dims = 5
+    output_dims = 4
+    scale_powers = (3, 3)
 
     def __init__(
         self,
@@ -280,22 +302,8 @@ class SO3ToS2Convolution(nn.Module):
         b_out: int,
         grid: SO3KernelGrid | None = None,
     ) -> None:
-        super().__init__()
-        _check_features("nfeature_in", nfeature_in)
-        _check_features("nfeature_out", nfeature_out)
-        check_bandwidth(b_in)
-        check_bandwidth(b_out)
-        self.nfeature_in, self.nfeature_out = nfeature_in, nfeature_out
-        self.b_in, self.b_out = b_in, b_out
-        self.grid = so3_near_identity_grid() if grid is None else grid
-        self.kernel = nn.Parameter(torch.empty(nfeature_in, nfeature_out, self.grid.size))
-        self.bias = nn.Parameter(torch.zeros(1, nfeature_out, 1, 1))
-        self.scaling = 1.0 / math.sqrt(self.grid.size * nfeature_in * b_out**3 / b_in**3)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.uniform_(self.kernel, -1.0, 1.0)
-        nn.init.zeros_(self.bias)
+        grid = so3_near_identity_grid() if grid is None else grid
+        super().__init__(nfeature_in, nfeature_out, b_in, b_out, grid)
 
     def _even_table(self, L: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """``d^l_{nk}(β_b)`` for even ``n`` as ``[2L−1(k), L, nb·n_even]`` (cached)."""
@@ -326,11 +334,7 @@ class SO3ToS2Convolution(nn.Module):
         return torch.view_as_complex(torch.bmm(table, phi_r).view(size, L, c, d, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5 or x.shape[1] != self.nfeature_in or x.shape[-1] != 2 * self.b_in:
-            raise ValueError(
-                f"SO3ToS2Convolution expects [N, {self.nfeature_in}, {2 * self.b_in}, "
-                f"{2 * self.b_in}, {2 * self.b_in}], got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         n = x.shape[0]
         c, d = self.nfeature_in, self.nfeature_out
         L = min(self.b_in, self.b_out)
@@ -341,7 +345,3 @@ class SO3ToS2Convolution(nn.Module):
         y = s2_synthesis_pairs(h.reshape(L, L, n * d), self.b_out)
         size = 2 * self.b_out
         return y.view(n, d, size, size) + self.bias
-
-    def extra_repr(self) -> str:
-        return (f"{self.nfeature_in}->{self.nfeature_out}, b {self.b_in}->{self.b_out}, "
-                f"grid={self.grid.size} pts")
