@@ -38,6 +38,7 @@ from the structured grids by small FFTs (over α) and a 3-angle Wigner-d sum —
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -101,12 +102,14 @@ class _GridKernelCorrelation(nn.Module):
     ``kernel`` ``[C_in, C_out, |grid|]`` initialised ``U(−1, 1)`` and multiplied by the fixed
     ``scaling = 1/sqrt(|grid| · C_in · b_out^p / b_in^q)`` with ``(p, q) = scale_powers``, and a
     zero-initialised ``bias`` broadcast over the output grid. Subclasses set ``input_dims``,
-    ``output_dims`` (tensor ranks incl. batch and channel) and ``scale_powers``.
+    ``output_dims`` (tensor ranks incl. batch and channel), ``scale_powers`` and ``default_grid``
+    (the near-identity grid used when ``grid`` is None).
     """
 
     input_dims: int
     output_dims: int
     scale_powers: tuple[int, int]
+    default_grid: Callable[[], S2KernelGrid | SO3KernelGrid]
 
     def __init__(
         self,
@@ -114,9 +117,10 @@ class _GridKernelCorrelation(nn.Module):
         nfeature_out: int,
         b_in: int,
         b_out: int,
-        grid: S2KernelGrid | SO3KernelGrid,
+        grid: S2KernelGrid | SO3KernelGrid | None = None,
     ) -> None:
         super().__init__()
+        grid = self.default_grid() if grid is None else grid
         _check_features("nfeature_in", nfeature_in)
         _check_features("nfeature_out", nfeature_out)
         check_bandwidth(b_in)
@@ -163,17 +167,7 @@ class S2Convolution(_GridKernelCorrelation):
     input_dims = 4
     output_dims = 5
     scale_powers = (4, 2)
-
-    def __init__(
-        self,
-        nfeature_in: int,
-        nfeature_out: int,
-        b_in: int,
-        b_out: int,
-        grid: S2KernelGrid | None = None,
-    ) -> None:
-        grid = s2_near_identity_grid() if grid is None else grid
-        super().__init__(nfeature_in, nfeature_out, b_in, b_out, grid)
+    default_grid = staticmethod(s2_near_identity_grid)
 
     def kernel_spectrum_conj(self, num_degrees: int) -> torch.Tensor:
         """``conj(Ψ^l_n(c, d))``, ``Ψ = 2 b_out Σ_i ψ_i D^l_{n0}(x_i)``: ``[2L−1, L, C, D]``."""
@@ -215,17 +209,7 @@ class SO3Convolution(_GridKernelCorrelation):
     input_dims = 5
     output_dims = 5
     scale_powers = (3, 3)
-
-    def __init__(
-        self,
-        nfeature_in: int,
-        nfeature_out: int,
-        b_in: int,
-        b_out: int,
-        grid: SO3KernelGrid | None = None,
-    ) -> None:
-        grid = so3_near_identity_grid() if grid is None else grid
-        super().__init__(nfeature_in, nfeature_out, b_in, b_out, grid)
+    default_grid = staticmethod(so3_near_identity_grid)
 
     def kernel_spectrum(self, num_degrees: int) -> torch.Tensor:
         """``K^l_{nk}(c, d) = Σ_i ψ_i D^l_{nk}(g_i)`` as ``[2L−1(n), 2L−1(k), L, C, D]``.
@@ -293,17 +277,7 @@ class SO3ToS2Convolution(_GridKernelCorrelation):
     input_dims = 5
     output_dims = 4
     scale_powers = (3, 3)
-
-    def __init__(
-        self,
-        nfeature_in: int,
-        nfeature_out: int,
-        b_in: int,
-        b_out: int,
-        grid: SO3KernelGrid | None = None,
-    ) -> None:
-        grid = so3_near_identity_grid() if grid is None else grid
-        super().__init__(nfeature_in, nfeature_out, b_in, b_out, grid)
+    default_grid = staticmethod(so3_near_identity_grid)
 
     def _even_table(self, L: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """``d^l_{nk}(β_b)`` for even ``n`` as ``[2L−1(k), L, nb·n_even]`` (cached)."""
