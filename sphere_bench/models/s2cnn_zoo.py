@@ -72,6 +72,54 @@ def _check_input(x: torch.Tensor, in_channels: int, bandwidth: int, name: str) -
         )
 
 
+def _check_layout(
+    bandwidth: int,
+    channels: Sequence[int],
+    bandlimits: Sequence[int],
+    kernel_max_beta: Sequence[float],
+    num_classes: int,
+    in_channels: int,
+    n_betas: int,
+) -> tuple[list[int], list[int], list[float]]:
+    """Validated ``(channels, bandlimits, kernel max betas)``; errors name the bad argument."""
+    check_bandwidth(bandwidth)
+    channels = _check("channels", channels, 1)
+    bandlimits = _check("bandlimits", bandlimits, 2)
+    if len(bandlimits) != len(channels):
+        raise ValueError(
+            f"bandlimits needs one entry per entry of channels ({len(channels)}), "
+            f"got {len(bandlimits)}"
+        )
+    betas = _max_betas("kernel_max_beta", kernel_max_beta, n_betas)
+    if num_classes < 1 or in_channels < 1:
+        raise ValueError(
+            f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}"
+        )
+    return channels, bandlimits, betas
+
+
+def _s2cnn_trunk(
+    bandwidth: int,
+    in_channels: int,
+    channels: list[int],
+    bandlimits: list[int],
+    betas: list[float],
+) -> list[nn.Module]:
+    """``S2Conv → ReLU → [SO3Conv → ReLU]*``: S² input of bandwidth ``bandwidth`` to SO(3)."""
+    layers: list[nn.Module] = [
+        S2Convolution(in_channels, channels[0], bandwidth, bandlimits[0],
+                      s2_near_identity_grid(betas[0] * math.pi)),
+        nn.ReLU(),
+    ]  # fmt: skip
+    for i in range(len(channels) - 1):
+        layers += [
+            SO3Convolution(channels[i], channels[i + 1], bandlimits[i], bandlimits[i + 1],
+                           so3_near_identity_grid(betas[i + 1] * math.pi)),
+            nn.ReLU(),
+        ]  # fmt: skip
+    return layers
+
+
 class S2CNNSegmentation(nn.Module):
     """S2Conv → ReLU → [SO3Conv → ReLU] × (k−1) → SO3ToS2 (+bias), paper §3.1.
 
@@ -101,30 +149,12 @@ class S2CNNSegmentation(nn.Module):
     ) -> None:
         super().__init__()
         _check_task(task, "segmentation")
-        check_bandwidth(bandwidth)
-        channels = _check("channels", channels, 1)
-        bandlimits = _check("bandlimits", bandlimits, 2)
-        if len(bandlimits) != len(channels):
-            raise ValueError(
-                f"bandlimits needs one entry per entry of channels ({len(channels)}), "
-                f"got {len(bandlimits)}"
-            )
-        betas = _max_betas("kernel_max_beta", kernel_max_beta, len(channels) + 1)
-        if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"num_classes and in_channels must be >= 1, got "
-                             f"{num_classes}, {in_channels}")
+        channels, bandlimits, betas = _check_layout(
+            bandwidth, channels, bandlimits, kernel_max_beta, num_classes, in_channels,
+            n_betas=len(channels) + 1,
+        )
         self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        layers: list[nn.Module] = [
-            S2Convolution(in_channels, channels[0], bandwidth, bandlimits[0],
-                          s2_near_identity_grid(betas[0] * math.pi)),
-            nn.ReLU(),
-        ]
-        for i in range(len(channels) - 1):
-            layers += [
-                SO3Convolution(channels[i], channels[i + 1], bandlimits[i], bandlimits[i + 1],
-                               so3_near_identity_grid(betas[i + 1] * math.pi)),
-                nn.ReLU(),
-            ]
+        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas)
         layers.append(SO3ToS2Convolution(channels[-1], num_classes, bandlimits[-1], bandwidth,
                                          so3_near_identity_grid(betas[-1] * math.pi)))
         self.layers = nn.Sequential(*layers)
@@ -160,30 +190,12 @@ class S2CNNClassifier(nn.Module):
     ) -> None:
         super().__init__()
         _check_task(task, "classification")
-        check_bandwidth(bandwidth)
-        channels = _check("channels", channels, 1)
-        bandlimits = _check("bandlimits", bandlimits, 2)
-        if len(bandlimits) != len(channels):
-            raise ValueError(
-                f"bandlimits needs one entry per entry of channels ({len(channels)}), "
-                f"got {len(bandlimits)}"
-            )
-        betas = _max_betas("kernel_max_beta", kernel_max_beta, len(channels))
-        if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"num_classes and in_channels must be >= 1, got "
-                             f"{num_classes}, {in_channels}")
+        channels, bandlimits, betas = _check_layout(
+            bandwidth, channels, bandlimits, kernel_max_beta, num_classes, in_channels,
+            n_betas=len(channels),
+        )
         self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        layers: list[nn.Module] = [
-            S2Convolution(in_channels, channels[0], bandwidth, bandlimits[0],
-                          s2_near_identity_grid(betas[0] * math.pi)),
-            nn.ReLU(),
-        ]
-        for i in range(len(channels) - 1):
-            layers += [
-                SO3Convolution(channels[i], channels[i + 1], bandlimits[i], bandlimits[i + 1],
-                               so3_near_identity_grid(betas[i + 1] * math.pi)),
-                nn.ReLU(),
-            ]
+        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas)
         self.features = nn.Sequential(*layers)
         self.out_layer = nn.Linear(channels[-1], num_classes)
 
