@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sphere_bench.data.cache import atomic_write_text
 from sphere_bench.system_info import cpu_name, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +187,29 @@ def _table_timing() -> dict:
             "disk_mb": arr.nbytes / 1e6}
 
 
+def _run_reference(spec: dict, python: str, src: str, cwd: Path) -> dict:
+    """The same workload in the paper's s2cnn (``scripts/reference_worker.py``, its own venv)."""
+    cwd.mkdir(parents=True, exist_ok=True)  # the reference caches its tables in ./cache here
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
+    env.pop("PYTHONPATH", None)
+    worker = str(REPO / "scripts" / "reference_worker.py")
+    proc = subprocess.run(
+        [python, worker, "--src", src, json.dumps(spec)],
+        capture_output=True, text=True, env=env, cwd=cwd, check=False,
+    )
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _has_reference(kind: str, size: object, mode: str) -> bool:
+    if kind == "model":
+        return True
+    if kind == "so3_pair":
+        return size in (10, 20, 30)
+    return kind == "s2_fft" and mode == "fwd"
+
+
 def _run_sub(spec: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
     proc = subprocess.run(
@@ -220,6 +244,7 @@ def _label(kind: str, size, batch: int) -> str:
 
 
 def _markdown(results: dict) -> str:
+    same_run = any("reference_same_run" in r for r in results["runs"])
     lines = [
         "# bench_models",
         "",
@@ -228,10 +253,19 @@ def _markdown(results: dict) -> str:
         "Reference = issue 3 figures for the paper's s2cnn fork (CPU path, 1 thread), measured on",
         "this machine type but **not in the same run**; ratio = reference / ours (> 1 is faster).",
         "Load = 1-min load average after the workload (> threads means other processes competed).",
+    ]
+    if same_run:
+        lines += [
+            "**Same run** = the fork's s2cnn timed right after ours in this run "
+            "(`scripts/reference_worker.py`, its own venv, 1 thread, median of "
+            f"{results.get('reference_repeats')} after {results['warmup']} warm-up); "
+            "same-run ratio = its time / ours.",
+        ]
+    lines += [
         "",
         "| workload | mode | threads | ours (ms) | reference (ms) | ratio | peak RSS (GB) "
-        "| ref RSS | load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| ref RSS | load | same run: reference (ms) | same-run ratio | same run: ref RSS (GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         key = (r["size"] if r["kind"] == "model" else r["kind"],
@@ -240,14 +274,21 @@ def _markdown(results: dict) -> str:
         ref_rss = REFERENCE_RSS_GB.get(tuple(key))
         if "error" in r:
             lines.append(f"| {r['label']} | {r['mode']} | {r['threads']} | error: {r['error']} "
-                         "| | | | |")
+                         "| | | | | | | | |")
             continue
+        same = r.get("reference_same_run") or {}
+        if "median_ms" in same:
+            same_cols = (f"{same['median_ms']:,.1f} | {same['median_ms'] / r['median_ms']:.1f}× | "
+                         f"{same['peak_rss_gb']:.2f}")
+        else:
+            same_cols = f"{same.get('error', '')} | | "
         ours = r["median_ms"]
         ratio = f"{ref / ours:.1f}×" if ref else ""
         lines.append(
             f"| {r['label']} | {r['mode']} | {r['threads']} | {ours:,.1f} | "
             f"{'' if ref is None else f'{ref:,}'} | {ratio} | {r['peak_rss_gb']:.2f} | "
-            f"{'' if ref_rss is None else ref_rss} | {r.get('loadavg_1min', float('nan')):.1f} |"
+            f"{'' if ref_rss is None else ref_rss} | {r.get('loadavg_1min', float('nan')):.1f} | "
+            f"{same_cols} |"
         )
     t = results.get("tables")
     if t:
@@ -265,6 +306,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto", help="cpu | cuda | auto")
     parser.add_argument("--out", default=str(REPO / "results" / "bench_models.json"))
+    parser.add_argument("--reference-python", help="python of a venv holding the fork's deps "
+                        "(running_the_reference.md); with --reference-src, times the fork too")
+    parser.add_argument("--reference-src", help="exported work tree of Schuh93/sem_seg_s2cnn")
+    parser.add_argument("--reference-cwd", default=str(REPO / "data" / "cache" / "reference"),
+                        help="where the fork caches its Wigner tables (~2.2 GB for the 204k)")
+    parser.add_argument("--reference-repeats", type=int, default=3)
+    parser.add_argument("--only", help="comma list of workload labels' substrings to run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -285,8 +333,11 @@ def main() -> None:
         "device": device, "device_name": device_name, "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats, "warmup": args.warmup,
         "dtype": "float32", "reference": "issue 3 (s2cnn fork CPU path, 1 thread, not same run)",
+        "reference_repeats": args.reference_repeats if args.reference_python else None,
         "runs": [],
     }
+    reference = args.reference_python and args.reference_src
+    out = Path(args.out)
     results["tables"] = _table_timing()
     print(f"tables: {results['tables']}", flush=True)
     for t in threads:
@@ -296,17 +347,27 @@ def main() -> None:
                     continue
                 spec = {"kind": kind, "size": size, "batch": batch, "mode": mode, "threads": t,
                         "device": device, "repeats": args.repeats, "warmup": args.warmup}
+                label = _label(kind, size, batch)
+                if args.only and not any(part in label for part in args.only.split(",")):
+                    continue
                 res = _run_sub(spec)
-                row = {**spec, "label": _label(kind, size, batch), **res}
+                row = {**spec, "label": label, **res}
+                if reference and t == 1 and device == "cpu" and _has_reference(kind, size, mode):
+                    ref_spec = {**spec, "repeats": args.reference_repeats}
+                    row["reference_same_run"] = _run_reference(
+                        ref_spec, args.reference_python, args.reference_src,
+                        Path(args.reference_cwd),
+                    )
+                    print(f"  reference: {row['reference_same_run']}", flush=True)
                 results["runs"].append(row)
+                # Written after every workload: an interrupted run keeps what it measured.
+                atomic_write_text(out, json.dumps(results, indent=2))
                 print(f"{row['label']:45s} {mode:8s} thr={t} "
                       f"{res.get('median_ms', float('nan')):10.1f} ms "
                       f"rss={res.get('peak_rss_gb', float('nan')):.2f} GB {res.get('error', '')}",
                       flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    out.with_suffix(".md").write_text(_markdown(results))
+    atomic_write_text(out, json.dumps(results, indent=2))
+    atomic_write_text(out.with_suffix(".md"), _markdown(results))
     print(_markdown(results))
 
 
