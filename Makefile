@@ -47,9 +47,12 @@ data: install
 	for d in mnist_cls fashion_cls mnist_seg mnist_seg4 fashion_seg; do \
 	  $(PY) -m sphere_bench.data data=$$d preview_only=true || exit 1; done
 
-# Speed benchmarks → results/bench_data.{json,md} and results/bench_models.{json,md}.
+# Speed benchmarks → results/bench_data.{json,md} (dataset generation), results/bench.{json,md}
+# (every zoo model, batch 1 and 32) and results/bench_models.{json,md} (S2CNN and transforms vs
+# the reference). On a GPU machine the model benchmarks use it (CUDA events).
 bench: install
 	$(PY) scripts/bench_data.py $(BENCH_ARGS)
+	$(PY) scripts/bench_zoo.py $(BENCH_ZOO_ARGS)
 	$(PY) scripts/bench_models.py $(BENCH_MODELS_ARGS)
 
 lint: install
