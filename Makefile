@@ -17,7 +17,9 @@ export MPLBACKEND ?= Agg
 
 # make sweep PRESET=<conf/experiment name>; extra Hydra overrides in SWEEP_ARGS, e.g.
 #   make sweep PRESET=paper_fig7_four SWEEP_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
-PRESET ?= sweep_smoke
+PRESET ?= quick
+# A preset may be several experiment files run one after the other.
+EXPERIMENTS_quick := quick quick_cls
 SWEEP_ARGS ?=
 REPORT_ARGS ?=
 
@@ -33,10 +35,12 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# A real Hydra multirun of conf/experiment/$(PRESET).yaml (finished jobs are skipped on a rerun),
-# then the report over every record in results/runs.
+# Hydra multiruns of the preset's experiment files (finished jobs are skipped on a rerun), then
+# the report over every record in results/runs.
 sweep: install
-	$(PY) -m sphere_bench.train -m experiment=$(PRESET) $(SWEEP_ARGS)
+	@for e in $(or $(EXPERIMENTS_$(PRESET)),$(PRESET)); do \
+	  echo "== python -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS)"; \
+	  $(PY) -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS) || exit 1; done
 	$(MAKE) --no-print-directory report
 
 report: install
