@@ -22,6 +22,8 @@ PRESET ?= quick
 EXPERIMENTS_quick := quick quick_cls
 SWEEP_ARGS ?=
 REPORT_ARGS ?=
+# The report reads the records of this machine's runs, or the committed snapshot on a fresh clone.
+REPORT_RUNS ?= $(if $(wildcard results/runs/*/*.json),results/runs,results/records)
 
 .PHONY: install test sweep report data bench lint clean
 
@@ -35,16 +37,19 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# Hydra multiruns of the preset's experiment files (finished jobs are skipped on a rerun), then
-# the report over every record in results/runs.
+# Hydra multiruns of the preset's experiment files into results/runs/ (finished jobs are skipped
+# on a rerun), the report over every record there, and a snapshot of the records in
+# results/records/ (versioned with the report).
 sweep: install
 	@for e in $(or $(EXPERIMENTS_$(PRESET)),$(PRESET)); do \
 	  echo "== python -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS)"; \
 	  $(PY) -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS) || exit 1; done
-	$(MAKE) --no-print-directory report
+	$(MAKE) --no-print-directory report REPORT_RUNS=results/runs
+	@for d in results/runs/*/; do n=$$(basename $$d); mkdir -p results/records/$$n; \
+	  cp $$d*.json results/records/$$n/ 2>/dev/null || true; done
 
 report: install
-	$(PY) -m sphere_bench.report --runs results/runs --out results $(REPORT_ARGS)
+	$(PY) -m sphere_bench.report --runs $(REPORT_RUNS) --out results $(REPORT_ARGS)
 
 # Preview figures of every dataset (a few test samples each, paper bandwidths).
 data: install
