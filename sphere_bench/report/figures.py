@@ -14,6 +14,7 @@ import pandas as pd
 from sphere_bench.data.cache import atomic_write_bytes
 from sphere_bench.report.records import (
     FIGURE_NAME,
+    LATENCY_COLUMNS,
     METRIC_AXIS,
     METRIC_NAME,
     SET_TITLES,
@@ -353,14 +354,7 @@ def figure_latency(frame: pd.DataFrame, path: Path) -> Path | None:
         parameters=("parameters", "max"),
         **{
             c: (c, "median")
-            for c in (
-                "lat_b1_ms",
-                "lat_b1_p10_ms",
-                "lat_b1_p90_ms",
-                "lat_b32_ms",
-                "lat_b32_p10_ms",
-                "lat_b32_p90_ms",
-            )
+            for c in LATENCY_COLUMNS
         },
     ).reset_index()
     colors = series_colors(list(stats["model"].unique()))

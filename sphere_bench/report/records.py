@@ -42,6 +42,16 @@ FIGURE_NAME = {
     "fig9": "Fig. 9",
 }
 
+#: Latency columns (ms per batch: median and p10/p90 at batch 1 and 32).
+LATENCY_COLUMNS: tuple[str, ...] = (
+    "lat_b1_ms",
+    "lat_b1_p10_ms",
+    "lat_b1_p90_ms",
+    "lat_b32_ms",
+    "lat_b32_p10_ms",
+    "lat_b32_p90_ms",
+)
+
 #: Numeric per-record columns that are averaged over seeds (``test_*`` in percent).
 VALUE_COLUMNS: tuple[str, ...] = (
     "test_nr",
@@ -57,12 +67,7 @@ VALUE_COLUMNS: tuple[str, ...] = (
     "total_seconds",
     "mean_epoch_seconds",
     "seconds_to_best_epoch",
-    "lat_b1_ms",
-    "lat_b1_p10_ms",
-    "lat_b1_p90_ms",
-    "lat_b32_ms",
-    "lat_b32_p10_ms",
-    "lat_b32_p90_ms",
+    *LATENCY_COLUMNS,
     "thr_b1",
     "thr_b32",
     "mem_b1_mb",
