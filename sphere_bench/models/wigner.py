@@ -239,6 +239,17 @@ def _pair_index(num_degrees: int, bandwidth: int) -> np.ndarray:
     return np.where(valid, idx, zero_row)
 
 
+def _check_degrees(bandwidth: int, num_degrees: int) -> None:
+    if not 1 <= num_degrees <= bandwidth:
+        raise ValueError(f"need 1 <= num_degrees <= bandwidth, got {num_degrees}, {bandwidth}")
+
+
+def _compact_with_zero_row(bandwidth: int) -> np.ndarray:
+    """The compact table plus one trailing zero row: the index used for ``l < max(|m|, |n|)``."""
+    compact = soft_wigner_d_compact(bandwidth)
+    return np.concatenate([compact, np.zeros((1, compact.shape[1]))])
+
+
 def so3_pair_table(
     bandwidth: int, num_degrees: int, dtype: torch.dtype, device: torch.device | str
 ) -> torch.Tensor:
@@ -247,14 +258,12 @@ def so3_pair_table(
     ``m = 0 … L−1`` (major), ``n = −(L−1) … L−1``; zero where ``l < max(m, |n|)``. Cached per
     (B, L, dtype, device). Requires ``L ≤ B``.
     """
-    if not 1 <= num_degrees <= bandwidth:
-        raise ValueError(f"need 1 <= num_degrees <= bandwidth, got {num_degrees}, {bandwidth}")
+    _check_degrees(bandwidth, num_degrees)
     device = torch.device(device)
     key = ("so3", bandwidth, num_degrees, dtype, device)
 
     def build() -> torch.Tensor:
-        compact = soft_wigner_d_compact(bandwidth)
-        ext = np.concatenate([compact, np.zeros((1, compact.shape[1]))])
+        ext = _compact_with_zero_row(bandwidth)
         idx = _pair_index(num_degrees, bandwidth).reshape(-1)
         table = torch.from_numpy(ext[idx]).reshape(
             num_degrees * (2 * num_degrees - 1), num_degrees, 2 * bandwidth
@@ -268,14 +277,12 @@ def s2_pair_table(
     bandwidth: int, num_degrees: int, dtype: torch.dtype, device: torch.device | str
 ) -> torch.Tensor:
     """S² table ``T[m, l, j] = d^l_{m0}(β_j)``, shape ``[L, L, 2B]``, zero where ``l < m``."""
-    if not 1 <= num_degrees <= bandwidth:
-        raise ValueError(f"need 1 <= num_degrees <= bandwidth, got {num_degrees}, {bandwidth}")
+    _check_degrees(bandwidth, num_degrees)
     device = torch.device(device)
     key = ("s2", bandwidth, num_degrees, dtype, device)
 
     def build() -> torch.Tensor:
-        compact = soft_wigner_d_compact(bandwidth)
-        ext = np.concatenate([compact, np.zeros((1, compact.shape[1]))])
+        ext = _compact_with_zero_row(bandwidth)
         L = num_degrees
         offsets = compact_offsets(bandwidth)
         m = np.arange(L)[:, None]
