@@ -176,13 +176,17 @@ def s2_full_to_flat(coeffs: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-class S2FFT(nn.Module):
-    """Forward S² transform as a module: ``[..., 2B, 2B]`` → ``[..., L, L]`` (see module doc).
+class _ForwardTransform(nn.Module):
+    """A forward transform ``transform(x, num_degrees)`` of grid signals as a module.
 
-    Args:
-        bandwidth: grid bandwidth ``B`` of the input.
-        num_degrees: ``L ≤ B`` degrees to keep (default ``B``).
+    Subclasses set ``transform`` and ``grid_dims`` (2 on S², 3 on SO(3)).
     """
+
+    grid_dims: int
+
+    @staticmethod
+    def transform(x: torch.Tensor, num_degrees: int) -> torch.Tensor:
+        raise NotImplementedError
 
     def __init__(self, bandwidth: int, num_degrees: int | None = None) -> None:
         super().__init__()
@@ -194,16 +198,20 @@ class S2FFT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != 2 * self.bandwidth:
-            raise ValueError(f"expected [..., {2 * self.bandwidth}, {2 * self.bandwidth}], "
-                             f"got {tuple(x.shape)}")
-        return s2_fft(x, self.num_degrees)
+            dims = ", ".join([str(2 * self.bandwidth)] * self.grid_dims)
+            raise ValueError(f"expected [..., {dims}], got {tuple(x.shape)}")
+        return self.transform(x, self.num_degrees)
 
     def extra_repr(self) -> str:
         return f"bandwidth={self.bandwidth}, num_degrees={self.num_degrees}"
 
 
-class S2IFFT(nn.Module):
-    """Inverse S² transform as a module: ``[..., L, L]`` → ``[..., 2B, 2B]`` (``B ≥ L``)."""
+class _InverseTransform(nn.Module):
+    """An inverse transform ``transform(coeffs, bandwidth)`` onto the bandwidth-B grid."""
+
+    @staticmethod
+    def transform(coeffs: torch.Tensor, bandwidth: int) -> torch.Tensor:
+        raise NotImplementedError
 
     def __init__(self, bandwidth: int) -> None:
         super().__init__()
@@ -211,7 +219,25 @@ class S2IFFT(nn.Module):
         self.bandwidth = bandwidth
 
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
-        return s2_ifft(coeffs, self.bandwidth)
+        return self.transform(coeffs, self.bandwidth)
 
     def extra_repr(self) -> str:
         return f"bandwidth={self.bandwidth}"
+
+
+class S2FFT(_ForwardTransform):
+    """Forward S² transform as a module: ``[..., 2B, 2B]`` → ``[..., L, L]`` (see module doc).
+
+    Args:
+        bandwidth: grid bandwidth ``B`` of the input.
+        num_degrees: ``L ≤ B`` degrees to keep (default ``B``).
+    """
+
+    grid_dims = 2
+    transform = staticmethod(s2_fft)
+
+
+class S2IFFT(_InverseTransform):
+    """Inverse S² transform as a module: ``[..., L, L]`` → ``[..., 2B, 2B]`` (``B ≥ L``)."""
+
+    transform = staticmethod(s2_ifft)

@@ -31,10 +31,15 @@ transposed table and ``irfftn``. Autograd-native; float32/float64; CPU/CUDA.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from sphere_bench.data.grids import check_bandwidth
-from sphere_bench.models.s2_fft import _degree_factor, _grid_bandwidth, quadrature_tensor
+from sphere_bench.models.s2_fft import (
+    _degree_factor,
+    _ForwardTransform,
+    _grid_bandwidth,
+    _InverseTransform,
+    quadrature_tensor,
+)
 from sphere_bench.models.wigner import so3_pair_table
 
 __all__ = [
@@ -176,36 +181,14 @@ def so3_integrate(x: torch.Tensor) -> torch.Tensor:
     return x.sum(dim=(-1, -2)) @ w
 
 
-class SO3FFT(nn.Module):
+class SO3FFT(_ForwardTransform):
     """Forward SO(3) transform as a module: ``[..., 2B, 2B, 2B]`` → ``[..., L, L, 2L−1]``."""
 
-    def __init__(self, bandwidth: int, num_degrees: int | None = None) -> None:
-        super().__init__()
-        check_bandwidth(bandwidth)
-        self.bandwidth = bandwidth
-        self.num_degrees = bandwidth if num_degrees is None else num_degrees
-        if not 1 <= self.num_degrees <= bandwidth:
-            raise ValueError(f"num_degrees must be in [1, {bandwidth}], got {num_degrees}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != 2 * self.bandwidth:
-            raise ValueError(f"expected [..., {2 * self.bandwidth}]*3, got {tuple(x.shape)}")
-        return so3_fft(x, self.num_degrees)
-
-    def extra_repr(self) -> str:
-        return f"bandwidth={self.bandwidth}, num_degrees={self.num_degrees}"
+    grid_dims = 3
+    transform = staticmethod(so3_fft)
 
 
-class SO3IFFT(nn.Module):
+class SO3IFFT(_InverseTransform):
     """Inverse SO(3) transform as a module: ``[..., L, L, 2L−1]`` → ``[..., 2B, 2B, 2B]``."""
 
-    def __init__(self, bandwidth: int) -> None:
-        super().__init__()
-        check_bandwidth(bandwidth)
-        self.bandwidth = bandwidth
-
-    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
-        return so3_ifft(coeffs, self.bandwidth)
-
-    def extra_repr(self) -> str:
-        return f"bandwidth={self.bandwidth}"
+    transform = staticmethod(so3_ifft)
