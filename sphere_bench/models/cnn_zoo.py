@@ -303,6 +303,30 @@ class _SphericalCNN(nn.Module):
     in_channels: int
     sizes: list[tuple[int, int]]
 
+    def _init_encoder(
+        self,
+        bandwidth: int,
+        features: Sequence[int],
+        kernel_sizes: Sequence[int],
+        strides: Sequence[int],
+        use_skips: bool,
+        padding: str,
+        num_classes: int,
+        in_channels: int,
+    ) -> tuple[list[int], list[int], list[int]]:
+        """Validate the arguments, store them and build the shared encoder.
+
+        Returns the validated ``(features, kernel_sizes, strides)``.
+        """
+        bandwidth, features, kernel_sizes, strides = _check_args(
+            bandwidth, features, kernel_sizes, strides, use_skips, padding, num_classes, in_channels
+        )
+        self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
+        self.padding, self.use_skips = padding, use_skips
+        self.sizes = encoder_sizes(bandwidth, kernel_sizes, strides, padding)
+        self.encoder = _Encoder(in_channels, features, kernel_sizes, strides, use_skips, padding)
+        return features, kernel_sizes, strides
+
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.in_channels, 2 * self.bandwidth, 2 * self.bandwidth)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
@@ -369,13 +393,9 @@ class SegmentationCNN(_SphericalCNN):
         in_channels: int = 1,
     ) -> None:
         super().__init__()
-        bandwidth, features, kernel_sizes, strides = _check_args(
+        features, kernel_sizes, strides = self._init_encoder(
             bandwidth, features, kernel_sizes, strides, use_skips, padding, num_classes, in_channels
         )
-        self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        self.padding, self.use_skips = padding, use_skips
-        self.sizes = encoder_sizes(bandwidth, kernel_sizes, strides, padding)
-        self.encoder = _Encoder(in_channels, features, kernel_sizes, strides, use_skips, padding)
         n = len(features)
         decoder = []
         for i in range(n - 1, -1, -1):
@@ -446,13 +466,9 @@ class ClassificationCNN(_SphericalCNN):
         in_channels: int = 1,
     ) -> None:
         super().__init__()
-        bandwidth, features, kernel_sizes, strides = _check_args(
+        features, kernel_sizes, strides = self._init_encoder(
             bandwidth, features, kernel_sizes, strides, use_skips, padding, num_classes, in_channels
         )
-        self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        self.padding, self.use_skips = padding, use_skips
-        self.sizes = encoder_sizes(bandwidth, kernel_sizes, strides, padding)
-        self.encoder = _Encoder(in_channels, features, kernel_sizes, strides, use_skips, padding)
         self.head = nn.Linear(features[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
