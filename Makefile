@@ -20,7 +20,7 @@ export MPLBACKEND ?= Agg
 #   make sweep PRESET=paper_fig7_four SWEEP_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
 PRESET ?= quick
 # A preset may be several experiment files run one after the other.
-EXPERIMENTS_quick := quick quick_cls
+EXPERIMENTS_quick := quick quick_cls quick_cls_aug
 SWEEP_ARGS ?=
 REPORT_ARGS ?=
 # The report reads the records of this machine's runs, or the committed snapshot on a fresh clone.
@@ -41,14 +41,14 @@ test: install
 
 # Hydra multiruns of the preset's experiment files into results/runs/ (finished jobs are skipped
 # on a rerun), the report over every record there, and a snapshot of the records in
-# results/records/ (versioned with the report).
+# results/records/ (versioned with the report; a sweep's snapshot is replaced, never merged).
 sweep: install
 	@for e in $(or $(EXPERIMENTS_$(PRESET)),$(PRESET)); do \
 	  echo "== python -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS)"; \
 	  $(PY) -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS) || exit 1; done
 	$(MAKE) --no-print-directory report REPORT_RUNS=results/runs
 	@for d in results/runs/*/; do n=$$(basename $$d); mkdir -p results/records/$$n; \
-	  cp $$d*.json results/records/$$n/ 2>/dev/null || true; done
+	  rm -f results/records/$$n/*.json; cp $$d*.json results/records/$$n/ 2>/dev/null || true; done
 
 report: install
 	$(PY) -m sphere_bench.report --runs $(REPORT_RUNS) --out results $(REPORT_ARGS)
