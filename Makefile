@@ -20,7 +20,7 @@ export MPLBACKEND ?= Agg
 #   make sweep PRESET=paper_fig7_four SWEEP_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
 PRESET ?= quick
 # A preset may be several experiment files run one after the other.
-EXPERIMENTS_quick := quick quick_cls quick_cls_aug
+EXPERIMENTS_quick := quick quick_cls
 SWEEP_ARGS ?=
 REPORT_ARGS ?=
 # The report reads the records of this machine's runs, or the committed snapshot on a fresh clone.

@@ -33,7 +33,7 @@ PAPER_PRESETS: dict[str, tuple[str, int, list[str], str, str]] = {
     "paper_fig9_fashion": ("fashion_seg", 50, PAPER_SEG_MODELS, "none", "random"),
     "paper_fig4_cls": ("mnist_cls", 30, PAPER_CLS_MODELS, "none", "random"),
 }
-QUICK_PRESETS = ["quick", "quick_cls", "quick_cls_aug"]
+QUICK_PRESETS = ["quick", "quick_cls"]
 #: quick-preset model files → the exact parameter count their comment states
 QUICK_MODELS = {
     "s2cnn_seg_quick": 78_454,
@@ -109,33 +109,26 @@ def test_quick_preset_bandwidths_agree(name: str) -> None:
             assert max(job.model.bandlimits) < job.model.bandwidth, model
 
 
-@pytest.mark.parametrize("name", ["quick_cls", "quick_cls_aug"])
-def test_quick_cls_rotation_and_lr_per_model(name: str) -> None:
-    for model, rotation, lr in [
-        ("s2cnn_cls_small", "none", 5e-3),
-        ("cnn_cls_quick_115k", "random", 1e-3),
-        ("cnn_cls_small", "random", 1e-3),
+def test_quick_cls_rotation_lr_and_n_per_model() -> None:
+    """S2CNN on NR at lr 5e-3; the CNNs on R at lr 1e-3 with three times the S2CNN's N."""
+    assert _sweep(_compose("experiment=quick_cls"), "n_level") == ["large", "medium", "small"]
+    for model, rotation, lr, n_train in [
+        ("s2cnn_cls_small", "none", 5e-3, [9000, 3000, 1000]),
+        ("cnn_cls_quick_115k", "random", 1e-3, [27000, 9000, 3000]),
+        ("cnn_cls_small", "random", 1e-3, [27000, 9000, 3000]),
+        ("cnn_cls_114k", "random", 1e-3, [9000, 3000, 1000]),  # not listed: the default row
     ]:
-        job = _compose(f"experiment={name}", f"model={model}")
-        assert (job.data.rotate_train, job.lit.lr) == (rotation, pytest.approx(lr)), model
+        jobs = [
+            _compose("experiment=quick_cls", f"model={model}", f"n_level={level}")
+            for level in ("large", "medium", "small")
+        ]
+        assert [job.data.n_train for job in jobs] == n_train, model
+        assert {(job.data.rotate_train, job.lit.lr) for job in jobs} == {(rotation, lr)}, model
 
 
 def test_quick_seg_lr_per_model() -> None:
     assert _compose("experiment=quick").lit.lr == pytest.approx(5e-3)  # the S2CNN by default
     assert _compose("experiment=quick", "model=cnn_seg_quick_180k").lit.lr == pytest.approx(1e-3)
-
-
-def test_quick_cls_aug_extends_quick_cls() -> None:
-    """Part 3 trains only the CNNs, at an N above every N of part 2, into part 2's sweep."""
-    base, aug = _compose("experiment=quick_cls"), _compose("experiment=quick_cls_aug")
-    assert aug.sweep_name == base.sweep_name == "quick_cls"
-    assert set(_sweep(aug, "model")) == set(_sweep(base, "model")) - {"s2cnn_cls_small"}
-    assert min(int(n) for n in _sweep(aug, "data.n_train")) > max(
-        int(n) for n in _sweep(base, "data.n_train")
-    )
-    assert (aug.trainer.max_epochs, aug.data.batch_size) == (
-        base.trainer.max_epochs, base.data.batch_size
-    )
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_MODELS))
