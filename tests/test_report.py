@@ -280,7 +280,7 @@ def test_answer_sentences_follow_the_data() -> None:
     text = " ".join(rp.answer_sentences(swapped))
     assert "the best model is **cnn_seg_small** (train R" in text
     assert "stays below the best CNN" in text and "by 60.0 points" in text
-    assert "the CNNs reach that" in text
+    assert "the CNNs reach that from N = 100 on (cnn_seg_small, train R: 80.0 %)" in text
 
 
 def test_answer_noise_note() -> None:
