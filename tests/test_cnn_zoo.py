@@ -31,6 +31,7 @@ ZOO = {
     "cnn_cls_small": (9_250, 16, "classification"),
     "cnn_seg_quick_218k": (218_144, 16, "segmentation"),  # quick preset: the 218k CNN at B = 16
     "cnn_cls_quick_115k": (115_720, 16, "classification"),  # quick preset: the 114k CNN at B = 16
+    "cnn_seg_quick_180k": (179_411, 16, "segmentation"),  # quick preset: cnn_seg_small × 3 width
 }
 PAPER_SEG = {  # name -> (features, kernels, strides, params with skips, without)
     "218k": ([13, 15, 22, 31, 141], [5, 3, 9, 7, 3], [1, 1, 1, 1, 2], 218_144, 206_698),
