@@ -4,7 +4,7 @@ A split is fully described by a :class:`SplitSpec`; :func:`generate_split` turns
 (deterministically: the same spec gives bit-identical tensors) and :func:`load_or_generate` adds
 the on-disk cache (:mod:`sphere_bench.data.cache`).
 
-Protocol (paper_spec §1.5, §2):
+Protocol (docs/paper_protocol.md §1.5, §2):
 
 * **Pools.** ``test`` draws from the 10,000 official test images. The official 60,000 training
   images are split into a training pool (the first ``60000 − n_holdout``) and a validation pool

@@ -1,7 +1,7 @@
 """Latency, throughput and peak memory of a model's forward (and backward) pass.
 
-Protocol (paper_spec §5, our choice where the paper is silent): ``warmup`` untimed calls, then
-``repeats`` timed calls; on CUDA each call is bracketed by CUDA events after
+Protocol (docs/paper_protocol.md §5, our choice where the paper is silent): ``warmup``
+untimed calls, then ``repeats`` timed calls; on CUDA each call is bracketed by CUDA events after
 ``torch.cuda.synchronize()``, on the CPU by ``time.perf_counter``. Reported: median, p10 and p90
 in milliseconds per batch, throughput in images/s at the median, and peak memory — CUDA
 ``max_memory_allocated`` on a GPU, the process's peak resident set size (``VmHWM``, reset before

@@ -5,7 +5,7 @@ Two families, both taking the S² signal as an ordinary 1-channel image of shape
 :mod:`sphere_bench.data.grids`):
 
 * :class:`SegmentationCNN` — the paper's encoder–decoder ``ConvNet_sem_seg`` (Gerken et al., ICML
-  2022; ``paper_spec.md`` §3.2), ``[N, 1, 2B, 2B] → [N, num_classes, 2B, 2B]`` logits.
+  2022; ``docs/paper_protocol.md`` §3.2), ``[N, 1, 2B, 2B] → [N, num_classes, 2B, 2B]`` logits.
 * :class:`ClassificationCNN` — our classification family (the paper never released its 114k /
   0.5M / 2.5M CNNs): the same encoder followed by global average pooling and one linear layer,
   ``[N, 1, 2B, 2B] → [N, num_classes]`` logits.
@@ -340,7 +340,9 @@ class _SphericalCNN(nn.Module):
 # models
 # --------------------------------------------------------------------------------------------
 class SegmentationCNN(_SphericalCNN):
-    """The paper's segmentation encoder–decoder CNN (``ConvNet_sem_seg``; ``paper_spec.md`` §3.2).
+    """The paper's segmentation encoder–decoder CNN (``ConvNet_sem_seg`` of the paper's code).
+
+    Source: docs/paper_protocol.md §3.2.
 
     Encoder: ``Conv2d(in→f0, k0, s0), ReLU``, then for ``i ≥ 1``: ``Conv2d(f_{i−1}→f_i, k_i, s_i)``
     (+ shortcut ``MaxPool2d(k_i, s_i) → Conv2d 1×1 (f_{i−1}→f_i)``), ReLU. Decoder, the mirror: for
