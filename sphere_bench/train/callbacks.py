@@ -4,6 +4,9 @@
   recorded as failed instead of training on garbage.
 * :class:`EpochTimer` measures every training epoch (with its validation) and remembers the
   monitored metric per epoch; its state is saved in checkpoints, so a resumed run keeps the times.
+* :class:`FitStopMemory` keeps in every checkpoint whether fit had been told to stop (early
+  stopping), so a job resumed from its last checkpoint after losing its record ends exactly as
+  the uninterrupted one did instead of training further.
 * :class:`PredictionImages` logs a small grid of input / target / prediction per test set at the
   end of testing (PNG in the run dir, and to every W&B logger).
 """
@@ -24,7 +27,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochTimer", "NonFiniteLossGuard", "PredictionImages"]
+__all__ = ["EpochTimer", "FitStopMemory", "NonFiniteLossGuard", "PredictionImages"]
 
 
 class NonFiniteLossGuard(Callback):
@@ -45,6 +48,46 @@ class NonFiniteLossGuard(Callback):
                 f"{trainer.current_epoch}, batch {batch_idx} (global step {trainer.global_step}); "
                 "lower the learning rate (lit.lr) or use precision=32-true"
             )
+
+
+class FitStopMemory(Callback):
+    """Store ``trainer.should_stop`` in every checkpoint; restore it when fit resumes.
+
+    Lightning does not save the stop decision: a run that early stopping ended at epoch e, resumed
+    from the ``last.ckpt`` written at that epoch (e.g. because the job was killed while testing),
+    would start epoch e + 1 and train on. Checkpoint callbacks run last at the end of an epoch,
+    after :class:`~pytorch_lightning.callbacks.EarlyStopping` has decided, so the flag saved here is
+    the decision of that epoch. On resume, :meth:`on_train_start` (called after the restore, before
+    the first epoch) sets ``trainer.should_stop`` again and fit ends at once; the epoch counter,
+    the best checkpoint and the callback states are the uninterrupted run's.
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"should_stop": bool(self._trainer is not None and self._trainer.should_stop)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stopped = bool(state_dict.get("should_stop", False))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Checkpoints written before this callback existed: early stopping's restored state.
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+                self.stopped = True
+        if self.stopped:
+            log.info(
+                "the checkpoint was written after fit had stopped (early stopping at epoch %d): "
+                "not training further", trainer.current_epoch,
+            )
+            trainer.should_stop = True
 
 
 class EpochTimer(Callback):

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from sphere_bench.train.callbacks import EpochTimer
+from sphere_bench.train.callbacks import EpochTimer, FitStopMemory
 from sphere_bench.train.lit_module import SphericalLitModule
 from sphere_bench.train.record import (
     STATUS_COMPLETE,
@@ -241,6 +241,8 @@ def fit_and_test(job: Job) -> None:
     monitor = lit.monitor if has_val else None
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"), monitor, job.ckpt_dir)
+    # Part of the job's machinery, not a choice: a resumed job must end as the uninterrupted one.
+    callbacks.append(FitStopMemory())
     tags = [job.model_name, job.data_name, datamodule.task, f"rot_{cfg.data.rotate_train}"]
     job.loggers = instantiate_loggers(cfg.get("logger"), job.run_dir, job.run_name, tags)
     trainer = job.trainer = instantiate(
