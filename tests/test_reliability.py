@@ -7,12 +7,24 @@ or a hand-made file, and checks the documented behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_train import cache_dir, job  # noqa: F401  (cache_dir: fixture)
+from test_train import job
 
 from sphere_bench.train.record import load_record
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Data cache in tmp (also for subprocesses, through the environment)."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPHERE_BENCH_CACHE", str(path))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield path
+
 
 # Early stopping that fires deterministically after epoch 1: the first epoch always "improves"
 # from -inf, no later one can improve by min_delta=2 (metrics are in [0, 1]), patience 1.
