@@ -27,6 +27,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
+from sphere_bench.train.equivariance_loss import equivariance_penalty
 from sphere_bench.train.metrics import TASKS, ConfusionMetrics
 
 __all__ = ["SphericalLitModule"]
@@ -64,6 +65,10 @@ class SphericalLitModule(LightningModule):
         ``test_<name>/<metric>``. Without names only one test dataloader is allowed (``test/…``).
     background : int
         Background class for the non-background mIoU (segmentation).
+    equivariance_weight : float
+        Weight ``λ ≥ 0`` of the soft-equivariance penalty added to the training loss,
+        ``CE + λ P`` (:func:`sphere_bench.train.equivariance_loss.equivariance_penalty`, logged as
+        ``train/equivariance_penalty``); 0 (default) turns it off.
 
     Attributes
     ----------
@@ -86,6 +91,7 @@ class SphericalLitModule(LightningModule):
         class_weights: Sequence[float] | torch.Tensor | None = None,
         test_set_names: Sequence[str] | None = None,
         background: int = 0,
+        equivariance_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -112,6 +118,10 @@ class SphericalLitModule(LightningModule):
             raise ValueError(
                 f"scheduler must be a callable scheduler(optimizer=...), got {scheduler!r}"
             )
+        if not (isinstance(equivariance_weight, int | float) and equivariance_weight >= 0):
+            raise ValueError(
+                f"equivariance_weight must be a number >= 0 (0 = off), got {equivariance_weight!r}"
+            )
         names = None if test_set_names is None else [str(n) for n in test_set_names]
         if names is not None and (len(set(names)) != len(names) or "" in names):
             raise ValueError(f"test_set_names must be distinct non-empty names, got {names!r}")
@@ -126,6 +136,7 @@ class SphericalLitModule(LightningModule):
                 "weight_decay": float(weight_decay),
                 "test_set_names": names,
                 "background": int(background),
+                "equivariance_weight": float(equivariance_weight),
             },
             logger=False,
         )
@@ -137,6 +148,7 @@ class SphericalLitModule(LightningModule):
         self.scheduler_factory = scheduler
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.test_set_names = names
+        self.equivariance_weight = float(equivariance_weight)
 
         self.class_weights: torch.Tensor | None
         if class_weights is None:
@@ -192,6 +204,10 @@ class SphericalLitModule(LightningModule):
         loss, logits, y = self._shared_step(batch)
         self.train_loss.update(loss.detach(), weight=y.shape[0])
         self.train_metrics.update(logits, y)
+        if self.equivariance_weight > 0:
+            penalty = equivariance_penalty(self.net, batch[0], self.task)
+            self.log("train/equivariance_penalty", penalty.detach(), on_step=False, on_epoch=True)
+            loss = loss + self.equivariance_weight * penalty
         return loss
 
     def on_train_start(self) -> None:
