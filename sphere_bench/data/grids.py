@@ -11,7 +11,9 @@ Conventions (used everywhere in sphere_bench):
   The grid contains neither pole.
 * **Paper grid** (``grid="paper"``): the Driscoll–Healy grid of lie_learn that the paper sampled
   its data on, ``beta_j = πj/(2B)`` (north pole included), same ``alpha``. Its data sit half a
-  pixel off the SOFT grid the network assumes; it is offered only to reproduce that quirk.
+  pixel off the SOFT grid the network assumes; it is offered only to reproduce that quirk. Its
+  ``β = 0`` row is the north pole itself, which the paper's projection maps onto the image
+  centre (see :mod:`sphere_bench.data.projection`, "North-pole artefact").
 * **HEALPix** (``grid="healpix"``, via healpy, RING ordering): ``12·nside²`` pixel centres; signals
   are ``[..., npix]``.
 """

@@ -20,14 +20,30 @@ Interpolation:
 
 * ``"bilinear"`` (default): proper bilinear interpolation with pixel ``i`` centred at plane
   coordinate ``−1.5 + 3(i + ½)/W``, zero outside the image (``torch.nn.functional.grid_sample``).
-* ``"paper"``: the paper's sampler, bit-for-bit in its arithmetic: continuous pixel coordinate
-  ``r = (q + 1.5)/3 · W`` with pixel ``i`` at ``r = i``, ``ix = trunc(r)``, neighbours
-  ``ix − 1`` and ``ix + 1`` with weights ``ix + 1 − r`` and ``r − ix + 1`` (a 2-pixel-wide tent
-  whose weights sum to 2, so values are smoothed and scaled by 4 before the min–max rescale).
+* ``"paper"``: the paper's sampler (``sample_bilinear`` of ``examples/mnist_sem_seg/gendata.py``
+  in the fork ``Schuh93/sem_seg_s2cnn``): continuous pixel coordinate ``r = (q + 1.5)/3 · W``
+  with pixel ``i`` at ``r = i``, ``ix = trunc(r)``, neighbours ``ix − 1`` and ``ix + 1`` with
+  weights ``ix + 1 − r`` and ``r − ix + 1`` (a 2-pixel-wide tent whose weights sum to 2, so values
+  are smoothed and scaled by 4 before the min–max rescale). It follows the paper's arithmetic
+  operation by operation in float64 (grid points from numpy's ``sin``/``cos``, the projection,
+  the tent, then :func:`minmax_uint8_paper`), so the uint8 spheres and masks are byte-identical
+  to the paper's. That matters on the meridians ``α ∈ {0, π/2, π, 3π/2}`` of the 2B-point
+  longitude grid, where a plane coordinate lands exactly on an integer pixel coordinate: the
+  tent is discontinuous there and the side a point falls on is decided by the last bit of the
+  paper's rounding (up to 192 grey levels apart); any other order of operations moves some of
+  those points to the other side.
+
+**North-pole artefact of the paper grid.** The paper's Driscoll–Healy grid (``grid="paper"``)
+contains the north pole: its whole ``β = 0`` row is the single point ``(0, 0, 1)``, which the
+projection origin just above it maps to the plane origin ``q = 0``, the *image centre* (row and
+column 14 of a 28×28 image). So that row reads the centre of the digit instead of nothing, and
+for a digit with ink at its centre, NR segmentation spheres carry a stray foreground label along
+the ``β = 0`` row. The paper's own data has it, so the paper mode keeps it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -104,27 +120,100 @@ def _sample_bilinear(planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor
     return out[:, :, 0, :]
 
 
-def _sample_paper(planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """The paper's ±1-neighbour tent sampler (see module docstring) → ``[N, K, P]``."""
+def paper_grid_xyz(grid: SphereGrid) -> np.ndarray:
+    """Cartesian grid points as the paper computes them, float64 ``[3, P]`` (``x, y, z`` rows).
+
+    Product grids (soft, paper) follow ``get_projection_grid`` of the paper's ``gendata.py``
+    (fork ``Schuh93/sem_seg_s2cnn``, ``examples/mnist_sem_seg``): ``np.meshgrid(beta, alpha,
+    indexing="ij")``, then ``x = sin β · cos α``, ``y = sin β · sin α``, ``z = cos β`` with numpy's
+    ``sin``/``cos``, so every coordinate carries the paper's rounding. HEALPix uses
+    :meth:`SphereGrid.points_numpy`.
+    """
+    angles = grid.product_angles()
+    if angles is None:
+        return np.ascontiguousarray(grid.points_numpy().T)
+    theta, phi = np.meshgrid(*angles, indexing="ij")
+    x = np.sin(theta) * np.cos(phi)
+    y = np.sin(theta) * np.sin(phi)
+    return np.stack([x, y, np.cos(theta)]).reshape(3, -1)
+
+
+def paper_pixel_coordinates(
+    grid: SphereGrid, rotations: torch.Tensor | None, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Continuous pixel coordinates the paper's sampler reads, in the paper's float64 arithmetic.
+
+    Follows ``rotate_grid`` and ``project_sphere_on_xy_plane`` of the paper's ``gendata.py``
+    operation by operation (each step a separate, correctly rounded float64 operation, no fused
+    multiply-add), so that points landing exactly on a pixel coordinate (the meridians
+    ``α ∈ {0, π/2, π, 3π/2}``, where the ±1-neighbour tent is discontinuous) round as the paper's:
+
+    * rotation ``R`` (sphere_bench convention ``f_R(x) = f(R⁻¹ x)``; the paper rotates its grid by
+      ``M = R⁻¹ = Rᵀ``): ``x'_i = (M_i0 x + M_i1 y) + M_i2 z``, the summation order of numpy's
+      ``einsum("ij,jab->iab")`` that the paper uses;
+    * ``z₁ = z' + 1``, ``t = −z₁ / (z₁ − (2 + ε))``, ``q = t · x' + x'`` (for x and y);
+    * ``r = (q + 1.5) / 3 · size`` (rows from ``q_x``, columns from ``q_y``).
+
+    Args:
+        grid: the sphere grid (``P`` points).
+        rotations: ``[N, 3, 3]`` rotations (used in float64: pass float64 matrices to match the
+            paper's rotated data bit for bit), or ``None``.
+        height, width: image size in pixels.
+
+    Returns:
+        ``(r_row, r_col, keep)``, each ``[N or 1, P]``: float64 pixel coordinates (pixel ``i`` at
+        ``r = i``) and the paper's hemisphere mask ``z' ≤ 1`` (always true up to rounding of
+        rotated points; the paper multiplies its samples by it).
+    """
+    xyz = torch.from_numpy(paper_grid_xyz(grid))
+    if rotations is None:
+        x, y, z = (c.unsqueeze(0) for c in xyz)
+    else:
+        rot = rotations.to(dtype=torch.float64, device=torch.device("cpu"))
+        # M = R^T: M_ij = R_ji; (M_i0 x + M_i1 y) + M_i2 z, left to right like numpy's einsum.
+        x, y, z = (
+            rot[:, 0, i, None] * xyz[0] + rot[:, 1, i, None] * xyz[1] + rot[:, 2, i, None] * xyz[2]
+            for i in range(3)
+        )
+    keep = z <= 1
+    z1 = z + 1
+    t = -z1 / (z1 - (2 + NORTH_POLE_EPSILON))
+    # The paper's window is [xmin, -xmin] with xmin = -1.5: r = (q - xmin) / (2 |xmin|) * size.
+    r_row = (t * x + x + PLANE_HALF_WIDTH) / (2 * PLANE_HALF_WIDTH) * height
+    r_col = (t * y + y + PLANE_HALF_WIDTH) / (2 * PLANE_HALF_WIDTH) * width
+    return r_row, r_col, keep
+
+
+def _sample_paper(
+    planes: torch.Tensor, grid: SphereGrid, rotations: torch.Tensor | None
+) -> torch.Tensor:
+    """The paper's ±1-neighbour tent sampler in its float64 arithmetic → ``[N, K, P]`` float64.
+
+    ``sample_bilinear`` of the paper's ``gendata.py``: ``ix = trunc(r_row)``, ``iy = trunc(r_col)``,
+    the four samples ``s(ix ± 1, iy ± 1)`` (0 outside the image), then
+    ``fx1 = (ix+1 − r_row)·s(ix−1, iy−1) + (r_row − ix+1)·s(ix+1, iy−1)``, ``fx2`` likewise at
+    ``iy+1``, and ``(iy+1 − r_col)·fx1 + (r_col − iy+1)·fx2``, times the hemisphere mask.
+    """
     n, k, h, w = planes.shape
-    coords = coords.to(torch.float64).expand(n, -1, -1)
-    r_row = (coords[..., 1] + 1.0) / 2.0 * h
-    r_col = (coords[..., 0] + 1.0) / 2.0 * w
-    i_row, i_col = torch.trunc(r_row), torch.trunc(r_col)
-    flat = planes.reshape(n, k, h * w)
-    out = torch.zeros(n, k, coords.shape[1], dtype=planes.dtype, device=planes.device)
-    for d_row in (-1, 1):
-        w_row = (i_row + 1 - r_row) if d_row < 0 else (r_row - i_row + 1)
-        rows = i_row + d_row
-        for d_col in (-1, 1):
-            w_col = (i_col + 1 - r_col) if d_col < 0 else (r_col - i_col + 1)
-            cols = i_col + d_col
-            inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-            index = torch.where(inside, rows * w + cols, torch.zeros_like(rows)).long()
-            values = torch.gather(flat, 2, index.unsqueeze(1).expand(-1, k, -1))
-            weight = (w_row * w_col * inside).to(planes.dtype).unsqueeze(1)
-            out += weight * values
-    return out
+    r_row, r_col, keep = (
+        a.to(planes.device) for a in paper_pixel_coordinates(grid, rotations, h, w)
+    )
+    rows, cols = r_row.to(torch.int64), r_col.to(torch.int64)  # truncation toward zero
+    flat = planes.to(torch.float64).reshape(n, k, h * w)
+    p = r_row.shape[-1]
+
+    def at(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        index = torch.where(inside, row * w + col, torch.zeros_like(row)).expand(n, p)
+        values = torch.gather(flat, 2, index.unsqueeze(1).expand(n, k, p))
+        return values * inside.unsqueeze(1)
+
+    row0, row1, col0, col1 = rows - 1, rows + 1, cols - 1, cols + 1
+    w_row0, w_row1 = (row1 - r_row).unsqueeze(1), (r_row - row0).unsqueeze(1)
+    fx1 = w_row0 * at(row0, col0) + w_row1 * at(row1, col0)
+    fx2 = w_row0 * at(row0, col1) + w_row1 * at(row1, col1)
+    out = (col1 - r_col).unsqueeze(1) * fx1 + (r_col - col0).unsqueeze(1) * fx2
+    return out * keep.unsqueeze(1)
 
 
 def project_planes(
@@ -157,12 +246,30 @@ def project_planes(
         raise ValueError(
             f"rotations must be [N, 3, 3] with N={planes.shape[0]}, got {tuple(rotations.shape)}"
         )
+    if interpolation == "paper":
+        return _sample_paper(planes, grid, rotations)
     if rotations is not None:
         rotations = rotations.to(device=planes.device, dtype=torch.float32)
     coords = window_coordinates(grid, rotations).to(planes.device)
-    if interpolation == "paper":
-        return _sample_paper(planes, coords)
     return _sample_bilinear(planes, coords)
+
+
+def minmax_uint8_paper(values: torch.Tensor) -> torch.Tensor:
+    """The paper's per-image min–max rescale and uint8 cast, in its float64 arithmetic.
+
+    ``project_2d_on_sphere`` of the paper's ``gendata.py``: ``((x − min) / (max − min)) · 255``
+    in float64, truncated to ``uint8`` (this order of operations rounds differently from
+    :func:`minmax_uint8` and moves some pixels by one grey level). A constant image, where the
+    paper divides 0 by 0, maps to all zeros.
+
+    Args:
+        values: ``[N, ...]``; each image ``values[i]`` is rescaled on its own.
+    """
+    flat = values.to(torch.float64).reshape(values.shape[0], -1)
+    lo, hi = torch.aminmax(flat, dim=1, keepdim=True)
+    span = hi - lo
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return ((flat - lo) / span * 255).to(torch.uint8).reshape(values.shape)
 
 
 def minmax_uint8(values: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,12 @@ from sphere_bench.data.planar_source import (
     load_planar_split,
     source_fingerprint,
 )
-from sphere_bench.data.projection import INTERPOLATIONS, minmax_uint8, project_planes
+from sphere_bench.data.projection import (
+    INTERPOLATIONS,
+    minmax_uint8,
+    minmax_uint8_paper,
+    project_planes,
+)
 from sphere_bench.data.rotations import haar_rotations
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,9 @@ NUM_SOURCE_TRAIN = 60_000
 NUM_SEG_CLASSES = 11  # background + 10 item classes
 # Bump when the generation code changes what it produces, to invalidate old caches.
 GENERATOR_VERSION = 1
+# Revision of the paper-arithmetic path (interpolation="paper"), part of those splits' cache keys
+# only, so other caches stay valid. 2: byte-identical to the paper's gendata.py.
+PAPER_ARITHMETIC_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,10 @@ class SplitSpec:
 
     def key(self) -> str:
         """Hash of every field: the cache key."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if self.interpolation == "paper":
+            fields["paper_arithmetic"] = PAPER_ARITHMETIC_VERSION
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -262,7 +273,7 @@ def render(
     """
     projected = project_planes(layers, grid, rotations, spec.interpolation)  # [b, k, P]
     intensity = projected[:, 0] if projected.shape[1] == 1 else projected.sum(dim=1)
-    scaled = minmax_uint8(intensity)
+    scaled = (minmax_uint8_paper if spec.interpolation == "paper" else minmax_uint8)(intensity)
     if spec.intensity == "minmax255":
         inputs = scaled
     else:
@@ -311,7 +322,8 @@ def generate_split(
         items = source.images[indices[start:stop]]
         jitter = offsets[start:stop] if spec.jitter > 0 else None
         layers = compose_layers(items, spec.tiles, jitter).to(torch.float32)
-        rot = rotations[start:stop].to(torch.float32) if rotated else None
+        # float64 for the paper's arithmetic; project_planes casts to float32 for bilinear.
+        rot = rotations[start:stop] if rotated else None
         x, y = render(layers, item_labels[start:stop], grid, rot, spec)
         inputs[start:stop] = x
         if targets is not None:
