@@ -1,9 +1,9 @@
 """Projection of planar images onto the sphere (the paper's spherical-MNIST construction).
 
-Geometry (paper_spec §1.2; s2cnn ``examples/mnist/gendata.py``): the unit sphere is lifted so that
-it touches the plane ``z = 0`` with its south pole, and every sphere point ``x`` is mapped to the
-plane along the ray from the projection origin ``(0, 0, 2 + ε)`` (just above the north pole,
-``ε = 1e-3``) through the lifted point. For ``x = (x, y, z)`` this gives the plane point
+Geometry (``docs/paper_protocol.md`` §1.2; s2cnn ``examples/mnist/gendata.py``): the unit
+sphere is lifted so that it touches the plane ``z = 0`` with its south pole, and every sphere
+point ``x`` is mapped to the plane along the ray from the projection origin ``(0, 0, 2 + ε)``
+(just above the north pole, ``ε = 1e-3``) through the lifted point. For ``x = (x, y, z)`` this gives the plane point
 
     q = (x, y) · (2 + ε) / (1 + ε − z),          |q| ≈ 2·cot(β/2),
 
