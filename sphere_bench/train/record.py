@@ -63,6 +63,7 @@ IGNORED_KEYS: tuple[str, ...] = (
     "tags",
     "ckpt_path",
     "skip_finished",
+    "strict",
     "threads",
     "data.root",
     "data.cache_dir",

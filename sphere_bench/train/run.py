@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,16 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from sphere_bench.train import lifecycle
 from sphere_bench.train.callbacks import EpochTimer, FitStopMemory
+from sphere_bench.train.lifecycle import (
+    JobBusy,
+    JobInterrupted,
+    JobLock,
+    die_with_main_process,
+    stop_on_signals,
+    write_outcome,
+)
 from sphere_bench.train.lit_module import SphericalLitModule
 from sphere_bench.train.record import (
     STATUS_COMPLETE,
@@ -381,47 +391,90 @@ def run_job(
     job.run_dir.mkdir(parents=True, exist_ok=True)
     log.info("job %s (config hash %s), run dir %s", job.run_name, job.hash, job.run_dir)
 
+    lock_path = job.sweep_dir / job.hash / "job.lock"
+    try:
+        with JobLock(lock_path), stop_on_signals(), die_with_main_process():
+            return _run_locked(job)
+    except JobBusy as err:
+        log.warning("job %s (config hash %s) not started: %s", job.run_name, job.hash, err)
+        write_outcome(job.run_dir, "busy", config_hash=job.hash, lock=str(lock_path))
+        if not _is_multirun():
+            raise
+        return {"status": "busy", "config_hash": job.hash, "error": {"message": str(err)}}
+
+
+def _where(job: Job) -> str:
+    """Where a job stopped and what a rerun resumes from (for the interruption message)."""
+    trainer = job.trainer
+    if trainer is None:
+        place = "before training (while building data and model)"
+    else:
+        stage = getattr(trainer.state, "stage", None)
+        place = (
+            f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
+            f" ({getattr(stage, 'value', stage) or 'idle'})"
+        )
+    last = job.ckpt_dir / "last.ckpt"
+    if last.is_file():
+        resume = f"rerun the same command to resume from {last}"
+    else:
+        resume = "no checkpoint yet: rerun the same command to start it again"
+    return f"{place}; no record written; {resume}"
+
+
+def _run_locked(job: Job) -> dict[str, Any]:
+    """:func:`run_job` once the job's lock is held and signals raise :class:`JobInterrupted`."""
+    cfg = job.cfg
     previous = load_record(job.record_path) if cfg.get("skip_finished", True) else None
     if previous is not None and previous.get("status") == STATUS_COMPLETE:
         log.info("skipping finished run %s (%s): record %s", job.hash, job.run_name,
                  job.record_path)  # fmt: skip
         write_record(previous, job.run_dir / RECORD_NAME)
+        write_outcome(job.run_dir, "skipped", config_hash=job.hash, record=str(job.record_path))
         return previous
 
     start = time.perf_counter()
     error: Exception | None = None
     try:
-        fit_and_test(job)
-    except Exception as err:
-        error = err
-        if _is_multirun():  # the sweep goes on: keep the traceback in this job's log
-            log.exception("job %s (config hash %s) failed: %s", job.run_name, job.hash, err)
-        else:  # Hydra prints the traceback once when the error propagates
-            log.error("job %s (config hash %s) failed: %s: %s", job.run_name, job.hash,
-                      type(err).__name__, err)  # fmt: skip
-    timer = job.timer()
-    if job.timing is None and timer is not None:  # failed during fit
-        job.timing = timer.summary()
-    record = build_record(
-        status=STATUS_FAILED if error is not None else STATUS_COMPLETE,
-        config=job.config,
-        hash_=job.hash,
-        run_dir=job.run_dir,
-        model_name=job.model_name,
-        data_name=job.data_name,
-        run_name=job.run_name,
-        net=job.net,
-        lit=job.lit,
-        trainer=job.trainer,
-        val_best=job.val_best,
-        timing=job.timing,
-        total_seconds=time.perf_counter() - start,
-        checkpoint=job.checkpoint,
-        error=error,
-        extra=callback_record_entries(job.trainer),
-    )
-    write_record(record, job.run_dir / RECORD_NAME, job.record_path)
+        try:
+            fit_and_test(job)
+        except Exception as err:
+            error = err
+            if _is_multirun():  # the sweep goes on: keep the traceback in this job's log
+                log.exception("job %s (config hash %s) failed: %s", job.run_name, job.hash, err)
+            else:  # Hydra prints the traceback once when the error propagates
+                log.error("job %s (config hash %s) failed: %s: %s", job.run_name, job.hash,
+                          type(err).__name__, err)  # fmt: skip
+        timer = job.timer()
+        if job.timing is None and timer is not None:  # failed during fit
+            job.timing = timer.summary()
+        record = build_record(
+            status=STATUS_FAILED if error is not None else STATUS_COMPLETE,
+            config=job.config,
+            hash_=job.hash,
+            run_dir=job.run_dir,
+            model_name=job.model_name,
+            data_name=job.data_name,
+            run_name=job.run_name,
+            net=job.net,
+            lit=job.lit,
+            trainer=job.trainer,
+            val_best=job.val_best,
+            timing=job.timing,
+            total_seconds=time.perf_counter() - start,
+            checkpoint=job.checkpoint,
+            error=error,
+            extra=callback_record_entries(job.trainer),
+        )
+        write_record(record, job.run_dir / RECORD_NAME, job.record_path)
+    except JobInterrupted as stop:
+        stop.where = _where(job)
+        log.error("job %s (config hash %s) %s", job.run_name, job.hash, stop)
+        write_outcome(job.run_dir, "interrupted", config_hash=job.hash, message=str(stop))
+        _close_loggers(job, failed=True)
+        raise
     log.info("%s record: %s", record["status"], job.record_path)
+    write_outcome(job.run_dir, record["status"], config_hash=job.hash, record=str(job.record_path))
     _close_loggers(job, failed=error is not None)
     if error is not None:
         del job
@@ -437,3 +490,27 @@ def run_job(
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the best validation value (for Hydra sweepers)."""
     return run_job(cfg).get("val_best")
+
+
+def cli() -> None:
+    """``python -m sphere_bench.train``: :func:`main` with honest exit codes.
+
+    Exit status: 0 when every job is complete or skipped (a failed job of a sweep too, unless
+    ``strict=true``); 1 when a single job failed, or a job of a ``strict=true`` sweep failed or was
+    busy; ``128 + signal`` (143 for SIGTERM, 130 for SIGINT) when a signal stopped the run, after
+    a message saying where it stopped and that rerunning the same command resumes it.
+    """
+    os.environ[lifecycle.ENV_MAIN_PROCESS] = lifecycle.main_process_marker()
+    lifecycle.exit_code = 0
+    try:
+        with stop_on_signals():
+            main()
+    except JobInterrupted as stop:
+        print(
+            f"sphere_bench.train: {stop}. Rerun the same command to resume: complete jobs are "
+            "skipped, interrupted ones resume from their last.ckpt.",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(stop.exit_code)
+    sys.exit(lifecycle.exit_code)
