@@ -43,6 +43,7 @@ from sphere_bench.report.text import (
     fmt_n,
     markdown_table,
     paper_comparison,
+    paper_points_table,
     setting_table,
     write_csv,
 )
@@ -221,6 +222,13 @@ def build_report(
         atomic_write_text(tables[f"{name}_md"], f"# {setting_title(setting)}\n\n{text}")
         frames[name] = part
         md += [text, f"[CSV with means, stds and all metrics]({rel(tables[name])})", ""]
+        points = paper_points_table(part, paper)
+        if points is not None:
+            md += [
+                "Against the paper at the same model, training and test rotation and N:",
+                "",
+                markdown_table(*points),
+            ]
         path, note = figure_metric_vs_n(
             part, paper, setting, figures_dir / f"report_metric_vs_n_{name}.png", colors
         )

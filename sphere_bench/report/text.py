@@ -13,6 +13,7 @@ import pandas as pd
 
 from sphere_bench.data.cache import atomic_write_text
 from sphere_bench.report.records import (
+    FIGURE_NAME,
     METRIC_NAME,
     TEST_SETS,
     TRAIN_LABEL,
@@ -429,3 +430,40 @@ def paper_comparison(agg_setting: pd.DataFrame, paper: pd.DataFrame) -> str | No
         f"average {arr.mean():+.1f} points off "
         f"(largest deviation {arr[np.abs(arr).argmax()]:+.1f})."
     )
+
+
+def paper_points_table(
+    agg_setting: pd.DataFrame, paper: pd.DataFrame
+) -> tuple[list[str], list[list[str]]] | None:
+    """Our points next to the paper's at the same configuration, with the difference in points.
+
+    One row per (model, training rotation, N, test set) for which the paper has a value (same
+    task, dataset, items, model name, training and test rotation, metric and N; values read off
+    the paper's figures). ``None`` when there is no such point.
+    """
+    metric = METRIC_NAME[str(agg_setting["metric"].iloc[0])]
+    rows = []
+    ordered = agg_setting.sort_values(["model", "rotate_train", "n_train"])
+    for _, r in ordered.iterrows():
+        setting = (r["task"], r["dataset"], int(r["n_items"]))
+        for set_name in TEST_SETS:
+            ref = match_paper(paper, setting, r["model"], r["rotate_train"], set_name, r["metric"])
+            ref = ref[ref["n_train"] == r["n_train"]]
+            ours = to_float(r[f"test_{set_name}_mean"])
+            if ref.empty or not np.isfinite(ours):
+                continue
+            value, unc = float(ref["value"].iloc[0]), float(ref["uncertainty"].iloc[0])
+            figure = str(ref["figure"].iloc[0])
+            rows.append([
+                FIGURE_NAME.get(figure, figure), r["model"],
+                TRAIN_LABEL.get(r["rotate_train"], r["rotate_train"]), set_name.upper(),
+                fmt_n(r["n_train"]), fmt_pm(ours, to_float(r[f"test_{set_name}_std"])),
+                f"{value:.1f} ± {unc:.1f}", f"{ours - value:+.1f}",
+            ])  # fmt: skip
+    if not rows:
+        return None
+    headers = [
+        "paper figure", "model", "train", "test", "N", f"ours ({metric} %)",
+        "paper (% ± read-off unc.)", "ours − paper (points)",
+    ]  # fmt: skip
+    return headers, rows
