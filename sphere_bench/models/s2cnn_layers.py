@@ -1,8 +1,28 @@
 """S2CNN layers (Cohen et al. 2018; s2cnn / the paper's fork, spec §3.1, §7) in pure PyTorch.
 
 Shapes: S² signals ``[N, C, 2B, 2B]`` (``[β, α]``), SO(3) signals ``[N, C, 2B, 2B, 2B]``
-(``[β, α, γ]``) on the SOFT grid. Spectra use :mod:`.s2_fft` / :mod:`.so3_fft` (s2cnn's
-'quantum', centered, Condon–Shortley normalisation) in their internal pair-major layout.
+(``[β, α, γ]``) on the SOFT grid, in s2cnn's 'quantum', centered, Condon–Shortley normalisation
+(:mod:`.s2_fft`, :mod:`.so3_fft`).
+
+Implementation (one layer = analysis → per-degree products → synthesis):
+
+* SO(3) grids travel between layers in the spatial-major memory layout ``[α, γ, N, C, β]``
+  of :mod:`.so3_fft` (exposed as ``[N, C, β, α, γ]`` views): the angle DFTs are GEMMs on the
+  outer axes, the Wigner-d contractions batched GEMMs over ``(m, n)`` pairs, with no layout
+  copies of grid-sized data. Any pointwise module between layers (the nonlinearity) keeps
+  that layout; an input in another layout costs one copy.
+* The degrees ``0 … L−1`` are grouped into at most 6 chunks (:meth:`degree_chunks`, a cost
+  model minimised exactly); each chunk is one padded batched GEMM for the analysis and one for
+  the kernel product, so structural zeros ``l < max(|m|, |n|)`` are mostly skipped while the
+  number of kernels per layer stays constant (no Python loop over degrees).
+* The bias is added to the degree-0 coefficient before synthesis (exactly a constant on the
+  grid). Kernel spectra are computed from the structured grids by small FFTs (over α) and a
+  3-angle Wigner-d sum — never a dense ``[|grid|, nspec]`` matrix.
+
+Hooks for variants: :meth:`_GridKernelCorrelation.spectral_degrees` (degrees carried from input
+to output: the bandwidth change; the synthesis zero-pads degrees ``L ≤ l < b_out``) and
+:meth:`_GridKernelCorrelation._synthesize` (the synthesis step of the SO(3)-valued layers). The
+nonlinearity is not part of a layer: the zoo puts an ``nn.ReLU`` between layers.
 
 Every layer is a correlation with a kernel ``ψ`` that lives on a near-identity grid
 (:mod:`.kernel_grids`) and is parameterised exactly as in s2cnn: ``kernel`` of shape
@@ -52,8 +72,19 @@ from sphere_bench.models.kernel_grids import (
     so3_near_identity_grid,
 )
 from sphere_bench.models.s2_fft import s2_analysis_pairs, s2_synthesis_pairs
-from sphere_bench.models.so3_fft import so3_analysis_pairs, so3_integrate, so3_synthesis_pairs
-from sphere_bench.models.wigner import _cached, kernel_d_table
+from sphere_bench.models.so3_fft import (
+    so3_analysis_chunks,
+    so3_from_spatial_major,
+    so3_integrate,
+    so3_spatial_major,
+    so3_synthesis_spatial,
+)
+from sphere_bench.models.wigner import (
+    _cached,
+    kernel_chunk_table,
+    kernel_d_table,
+    plan_degree_chunks,
+)
 
 __all__ = ["S2Convolution", "SO3Convolution", "SO3ToS2Convolution", "so3_integrate"]
 
@@ -67,11 +98,39 @@ def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
-def _pad_block(block: torch.Tensor, num_degrees: int, l: int) -> torch.Tensor:
-    """``[l+1, 2l+1, ...]`` → ``[L, 2L−1, ...]`` (zeros around, m from 0, n centred)."""
-    pad_n = num_degrees - 1 - l
-    trailing = [0, 0] * (block.dim() - 2)
-    return torch.nn.functional.pad(block, [*trailing, pad_n, pad_n, 0, num_degrees - 1 - l])
+# Fixed cost of one more degree chunk, in FLOP-equivalents (≈ 40 µs of one core's GEMM time:
+# the launches and copies a chunk adds in the forward and backward pass).
+CHUNK_OVERHEAD_FLOPS = 2.0e6
+
+
+def _rows_from_pairs(
+    spec: torch.Tensor, num_degrees: int, lo: int, hi: int, n: int, c: int
+) -> torch.Tensor:
+    """Analysis chunk ``[(m, n'), (r, N, C), l]`` (``m < hi``, all ``|n'| < L``) → complex
+    ``[l, (m, N), (k, C)]`` with ``|k| < hi``: the left operands of the per-degree products
+    (one copy)."""
+    L, lc = num_degrees, hi - lo
+    win = slice(L - hi, L + hi - 1)
+    rows = spec.view(hi, 2 * L - 1, 2, n, c, lc)[:, win].permute(5, 0, 3, 1, 4, 2)
+    return torch.view_as_complex(rows.contiguous()).view(lc, hi * n, (2 * hi - 1) * c)
+
+
+def _synthesis_buffer(
+    num_degrees: int, n: int, d: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Zeroed synthesis operand ``[L, 2L−1, 2, N, D, L]`` (``[m, n' + L − 1, r, N, D, l]``)."""
+    L = num_degrees
+    return torch.zeros(L, 2 * L - 1, 2, n, d, L, dtype=dtype, device=device)
+
+
+def _store_products(
+    buf: torch.Tensor, z: torch.Tensor, lo: int, hi: int, n: int, d: int
+) -> None:
+    """Write the products ``z[l, (m, N), (n', D)]`` (complex, ``m, |n'| < hi``) of the chunk
+    ``[lo, hi)`` into the synthesis operand ``buf`` (:func:`_synthesis_buffer`), in place."""
+    L, lc = buf.shape[0], hi - lo
+    blocks = torch.view_as_real(z).view(lc, hi, n, 2 * hi - 1, d, 2).permute(1, 3, 5, 2, 4, 0)
+    buf[:hi, L - hi : L + hi - 1, :, :, :, lo:hi] = blocks
 
 
 def _so3_phi(
@@ -139,6 +198,51 @@ class _GridKernelCorrelation(nn.Module):
         nn.init.uniform_(self.kernel, -1.0, 1.0)
         nn.init.zeros_(self.bias)
 
+    def spectral_degrees(self) -> int:
+        """Degrees ``L`` carried from input to output: ``min(b_in, b_out)``.
+
+        The hook of the bandwidth change: analysis truncates the input to ``l < L`` and
+        synthesis zero-pads degrees ``L ≤ l < b_out`` (exact up-sampling). A variant that treats
+        up-sampling differently overrides this method and the synthesis step of ``forward``.
+        """
+        return min(self.b_in, self.b_out)
+
+    def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
+        """FLOPs of one padded degree chunk (analysis, product, synthesis) at batch ``n``."""
+        raise NotImplementedError
+
+    def degree_chunks(self, n: int) -> tuple[tuple[int, int], ...]:
+        """The degree chunks used at batch size ``n`` (:func:`.wigner.plan_degree_chunks`).
+
+        The per-degree blocks grow like ``(l+1)(2l+1)²``; a chunk pads its degrees to its
+        largest one, so more chunks waste fewer FLOPs on structural zeros but add launches. The
+        plan minimises their sum; it is cached per batch size.
+        """
+        plans = self.__dict__.setdefault("_chunk_plans", {})
+        plan = plans.get(n)
+        if plan is None:
+            plan = plan_degree_chunks(
+                self.spectral_degrees(), lambda lo, hi: self._chunk_cost(n, lo, hi),
+                CHUNK_OVERHEAD_FLOPS,
+            )
+            plans[n] = plan
+        return plan
+
+    def _add_bias_spectrally(self, buf: torch.Tensor) -> None:
+        """Add the bias to ``Re z^0_{00}`` of the synthesis operand (:func:`_synthesis_buffer`),
+        in place: the degree-0 term of the synthesis is the constant ``z^0_{00}``, so this adds
+        the bias to every grid point (one add per channel instead of a pass over the grid)."""
+        L = buf.shape[0]
+        buf[0, L - 1, 0, :, :, 0] += self.bias.view(1, self.nfeature_out)
+
+    def _synthesize(self, buf: torch.Tensor, n: int) -> torch.Tensor:
+        """Synthesis step (bias included) of the SO(3)-valued layers: ``buf`` → the output view
+        ``[N, C_out, 2b_out, 2b_out, 2b_out]`` of spatial-major memory."""
+        self._add_bias_spectrally(buf)
+        d = self.nfeature_out
+        y = so3_synthesis_spatial(buf.view(*buf.shape[:3], n * d, buf.shape[-1]), self.b_out)
+        return so3_from_spatial_major(y, n, d)
+
     def _check_input(self, x: torch.Tensor) -> None:
         size = 2 * self.b_in
         expected = [self.nfeature_in] + [size] * (self.input_dims - 2)
@@ -151,6 +255,7 @@ class _GridKernelCorrelation(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.nfeature_in}->{self.nfeature_out}, b {self.b_in}->{self.b_out}, "
                 f"grid={self.grid.size} pts")
+
 
 
 class S2Convolution(_GridKernelCorrelation):
@@ -183,18 +288,28 @@ class S2Convolution(_GridKernelCorrelation):
         spec = torch.einsum("nlb,cdbn->nlcd", d0.to(phi.dtype), phi)
         return spec.conj()
 
+    def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
+        lc, w = hi - lo, 2 * hi - 1
+        return float(8 * lc * hi * n * self.nfeature_in * w * self.nfeature_out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C_in, 2b_in, 2b_in]`` → ``[N, C_out, 2b_out, 2b_out, 2b_out]``.
+
+        The output is a permuted view of spatial-major memory ``[α, γ, N, C_out, β]``
+        (:func:`.so3_fft.so3_from_spatial_major`), the layout the next SO(3) layer reads.
+        """
         self._check_input(x)
-        n = x.shape[0]
-        L = min(self.b_in, self.b_out)
-        spec = s2_analysis_pairs(x.reshape(n * self.nfeature_in, *x.shape[2:]), L)
-        spec = spec.view(L, L, n, self.nfeature_in)  # [m, l, N, c]
-        psi = self.kernel_spectrum_conj(L)  # [n, l, c, d]
-        z = torch.einsum("mlbc,nlcd->mnlbd", spec, psi)
-        z = z.reshape(L, 2 * L - 1, L, n * self.nfeature_out)
-        y = so3_synthesis_pairs(z, self.b_out)
-        size = 2 * self.b_out
-        return y.view(n, self.nfeature_out, size, size, size) + self.bias
+        n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
+        L = self.spectral_degrees()
+        spec = s2_analysis_pairs(x.reshape(n * c, *x.shape[2:]), L)  # [m, l, (N c)]
+        psi = self.kernel_spectrum_conj(L)  # [n', l, c, d]
+        buf = _synthesis_buffer(L, n, d, x.dtype, x.device)
+        for lo, hi in self.degree_chunks(n):
+            lc, win = hi - lo, slice(L - hi, L + hi - 1)
+            a = spec[:hi, lo:hi].reshape(hi, lc, n, c).transpose(0, 1).reshape(lc, hi * n, c)
+            k = psi[win, lo:hi].permute(1, 2, 0, 3).reshape(lc, c, (2 * hi - 1) * d)
+            _store_products(buf, torch.bmm(a, k), lo, hi, n, d)  # z^l_{mn'}
+        return self._synthesize(buf, n)
 
 
 class SO3Convolution(_GridKernelCorrelation):
@@ -214,7 +329,8 @@ class SO3Convolution(_GridKernelCorrelation):
     def kernel_spectrum(self, num_degrees: int) -> torch.Tensor:
         """``K^l_{nk}(c, d) = Σ_i ψ_i D^l_{nk}(g_i)`` as ``[2L−1(n), 2L−1(k), L, C, D]``.
 
-        Reference/diagnostic form (dense in ``l``); :meth:`forward` builds the blocks per degree.
+        Reference/diagnostic form (dense in ``l``); :meth:`forward` builds it per degree chunk
+        (:meth:`kernel_chunk`).
         """
         L = num_degrees
         size = 2 * L - 1
@@ -228,43 +344,48 @@ class SO3Convolution(_GridKernelCorrelation):
         spec = torch.bmm(table, phi_r).view(size, size, L, c, d, 2)
         return torch.view_as_complex(spec)
 
-    def _table_lbkn(self, L: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``d^l_{nk}(β_b)`` as ``[L, nb, 2L−1(k), 2L−1(n)]`` (cached)."""
-        key = ("kernel_lbkn", L, self.grid.betas, dtype, torch.device(device))
+    def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
+        lc, w, L = hi - lo, 2 * hi - 1, self.spectral_degrees()
+        c, d = self.nfeature_in, self.nfeature_out
+        analysis = 2 * hi * (2 * L - 1) * 2 * n * c * 2 * self.b_in * lc
+        product = 8 * lc * hi * n * w * c * w * d
+        return float(analysis + product)
 
-        def build() -> torch.Tensor:
-            size, nb = 2 * L - 1, len(self.grid.betas)
-            table = kernel_d_table(L, self.grid.betas, dtype, device).view(size, size, L, nb)
-            return table.permute(2, 3, 1, 0).contiguous()
+    def kernel_chunk(self, phi_conj: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """``conj(K^l_{nk}(c, d))`` for ``lo ≤ l < hi`` and ``|n|, |k| < hi`` as the right
+        operands ``[l, (k, c), (n, d)]`` of the per-degree products.
 
-        return _cached(key, build)
+        ``phi_conj``: ``conj(Φ)`` ``[c, d, b, n, k]`` over all ``|n|, |k| < L`` (:func:`_so3_phi`);
+        ``K^l_{nk} = Σ_b d^l_{nk}(β_b) Φ[b, n, k]`` is one batched product over ``(n, k)``.
+        """
+        L = self.spectral_degrees()
+        c, d = self.nfeature_in, self.nfeature_out
+        w, lc, nb = 2 * hi - 1, hi - lo, len(self.grid.betas)
+        win = slice(L - hi, L + hi - 1)
+        ph = phi_conj[:, :, :, win, win].permute(3, 4, 2, 0, 1)  # [n, k, b, c, d]
+        ph = torch.view_as_real(ph.contiguous()).reshape(w * w, nb, c * d * 2)
+        table = kernel_chunk_table(L, self.grid.betas, lo, hi, ph.dtype, ph.device)
+        k = torch.bmm(table, ph).view(w, w, lc, c, d, 2).permute(2, 1, 3, 0, 4, 5)
+        return torch.view_as_complex(k.contiguous()).view(lc, w * c, w * d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C_in, 2b_in, 2b_in, 2b_in]`` → ``[N, C_out, 2b_out, 2b_out, 2b_out]``.
+
+        Reads and writes spatial-major memory (:func:`.so3_fft.so3_spatial_major`); an input in
+        another memory layout costs one copy.
+        """
         self._check_input(x)
-        n = x.shape[0]
-        c, d = self.nfeature_in, self.nfeature_out
-        L = min(self.b_in, self.b_out)
-        spec = so3_analysis_pairs(x.reshape(n * c, *x.shape[2:]), L)  # [m, k, l, N*c]
-        spec = spec.view(L, 2 * L - 1, L, n, c).permute(2, 0, 3, 1, 4)  # [l, m, N, k, c]
-        phi = _so3_phi(self.kernel * self.scaling, self.grid, L)  # [c, d, b, n, k]
-        phi = phi.permute(2, 4, 0, 3, 1).contiguous()  # [b, k, c, n, d]
-        dker = self._table_lbkn(L, x.dtype, x.device)  # [l, b, k, n]
-        blocks = []
-        for l, fl in enumerate(spec.unbind(0)):
-            s = slice(L - 1 - l, L + l)
-            a = fl[: l + 1, :, s].reshape((l + 1) * n, (2 * l + 1) * c)
-            dl = dker[l, :, s, s][:, :, None, :, None]  # [b, k, 1, n, 1]
-            ph = phi[:, s, :, s]  # [b, k, c, n, d]
-            kl = dl[0] * ph[0]
-            for bb in range(1, dl.shape[0]):
-                kl = kl + dl[bb] * ph[bb]  # K^l_{nk}(c, d) laid out [k, c, n, d]
-            bmat = kl.reshape((2 * l + 1) * c, (2 * l + 1) * d).conj()
-            zl = (a @ bmat).view(l + 1, n, 2 * l + 1, d).permute(0, 2, 1, 3)  # [m, n', N, d]
-            blocks.append(_pad_block(zl, L, l))
-        z = torch.stack(blocks, dim=2).reshape(L, 2 * L - 1, L, n * d)
-        y = so3_synthesis_pairs(z, self.b_out)
-        size = 2 * self.b_out
-        return y.view(n, d, size, size, size) + self.bias
+        n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
+        L = self.spectral_degrees()
+        chunks = self.degree_chunks(n)
+        spec = so3_analysis_chunks(so3_spatial_major(x), L, chunks)
+        phi = torch.conj_physical(_so3_phi(self.kernel * self.scaling, self.grid, L))
+        buf = _synthesis_buffer(L, n, d, x.dtype, x.device)
+        for (lo, hi), f in zip(chunks, spec, strict=True):
+            a = _rows_from_pairs(f, L, lo, hi, n, c)  # [l, (m N), (k c)]
+            z = torch.bmm(a, self.kernel_chunk(phi, lo, hi))  # [l, (m N), (n' d)]
+            _store_products(buf, z, lo, hi, n, d)
+        return self._synthesize(buf, n)
 
 
 class SO3ToS2Convolution(_GridKernelCorrelation):
@@ -307,15 +428,27 @@ class SO3ToS2Convolution(_GridKernelCorrelation):
         table = self._even_table(L, psi.dtype, psi.device)  # [k, l, (b ne)]
         return torch.view_as_complex(torch.bmm(table, phi_r).view(size, L, c, d, 2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        n = x.shape[0]
+    def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
+        lc, w, L = hi - lo, 2 * hi - 1, self.spectral_degrees()
         c, d = self.nfeature_in, self.nfeature_out
-        L = min(self.b_in, self.b_out)
-        spec = so3_analysis_pairs(x.reshape(n * c, *x.shape[2:]), L)
-        spec = spec.view(L, 2 * L - 1, L, n, c)  # [m, k, l, N, c]
+        analysis = 2 * hi * (2 * L - 1) * 2 * n * c * 2 * self.b_in * lc
+        product = 8 * lc * hi * n * w * c * d
+        return float(analysis + product)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C_in, 2b_in, 2b_in, 2b_in]`` → ``[N, C_out, 2b_out, 2b_out]`` (contiguous)."""
+        self._check_input(x)
+        n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
+        L = self.spectral_degrees()
+        chunks = self.degree_chunks(n)
+        spec = so3_analysis_chunks(so3_spatial_major(x), L, chunks)
         kappa = self.kernel_spectrum(L).conj()  # [k, l, c, d]
-        h = torch.einsum("mklbc,klcd->mlbd", spec, kappa)  # [m, l, N, d]
-        y = s2_synthesis_pairs(h.reshape(L, L, n * d), self.b_out)
+        h = torch.zeros(L, L, n * d, dtype=kappa.dtype, device=x.device)  # [m, l, (N d)]
+        for (lo, hi), f in zip(chunks, spec, strict=True):
+            lc = hi - lo
+            a = _rows_from_pairs(f, L, lo, hi, n, c)  # [l, (m N), (k c)]
+            k = kappa[L - hi : L + hi - 1, lo:hi].transpose(0, 1).reshape(lc, -1, d)
+            h[:hi, lo:hi] = torch.bmm(a, k).view(lc, hi, n * d).transpose(0, 1)  # h^l_m
+        y = s2_synthesis_pairs(h, self.b_out)
         size = 2 * self.b_out
         return y.view(n, d, size, size) + self.bias
