@@ -43,14 +43,20 @@ projection of the input:
   on real signals that equals ``κ^l_k = Σ_{n even} K^l_{nk}`` used here (the odd-``n`` terms
   cancel against their ``−m`` mirror). Same scaling as SO3Convolution.
 
-The factor ``2 b_out`` and the scalings are s2cnn's. Whether the reference's lie_learn Wigner-D
-equals ours or its complex conjugate only relabels kernel points ``(α, γ) → (−α, −γ)``; the
-near-identity grids are symmetric under that map, so the function class, the initial
-distribution and the parameter count are the same.
+The factor ``2 b_out`` and the scalings are s2cnn's. **Kernel-point order**: ``kernel[:, :, i]``
+is the weight of the same grid point as in s2cnn (β-major, then α, then pre-γ; see
+:mod:`.kernel_grids`), so a reference state_dict loads without relabelling
+(:mod:`.s2cnn_import`). Verified with the paper's code (``scripts/compare_reference_s2cnn.py``):
+with identical weights every layer agrees to a relative difference < 1e-6 in float32 (layers
+that raise the bandwidth with ``upsampling="paper"``), where a relabelling would give O(1).
 
 Every layer is equivariant: rotating the input by ``R`` (left action) rotates the output by
 ``R``; exactly for grid rotations, to rounding for band-limited inputs and arbitrary ``R``.
-Bandwidth changes are exact spectral truncation or zero padding. Kernel spectra are computed
+Bandwidth changes are exact spectral truncation or zero padding (``upsampling="exact"``, the
+default). ``upsampling="paper"`` makes the SO(3)-input layers that raise the bandwidth
+(``b_in < b_out``) carry ``b_out`` degrees, evaluating ``b_in ≤ l < b_out`` by quadrature on the
+coarse grid as the reference does (aliasing; :mod:`.paper_upsampling`); S2Convolution stays
+exact (the reference's S² transform cannot up-sample). Kernel spectra are computed
 from the structured grids by small FFTs (over α) and a 3-angle Wigner-d sum — never a dense
 ``[|grid|, nspec]`` matrix.
 """
@@ -71,6 +77,7 @@ from sphere_bench.models.kernel_grids import (
     s2_near_identity_grid,
     so3_near_identity_grid,
 )
+from sphere_bench.models.paper_upsampling import check_upsampling, so3_analysis_aliased_chunks
 from sphere_bench.models.s2_fft import s2_analysis_pairs, s2_synthesis_pairs
 from sphere_bench.models.so3_fft import (
     so3_analysis_chunks,
@@ -177,8 +184,10 @@ class _GridKernelCorrelation(nn.Module):
         b_in: int,
         b_out: int,
         grid: S2KernelGrid | SO3KernelGrid | None = None,
+        upsampling: str = "exact",
     ) -> None:
         super().__init__()
+        self.upsampling = check_upsampling(upsampling)
         grid = self.default_grid() if grid is None else grid
         _check_features("nfeature_in", nfeature_in)
         _check_features("nfeature_out", nfeature_out)
@@ -204,8 +213,22 @@ class _GridKernelCorrelation(nn.Module):
         The hook of the bandwidth change: analysis truncates the input to ``l < L`` and
         synthesis zero-pads degrees ``L ≤ l < b_out`` (exact up-sampling). A variant that treats
         up-sampling differently overrides this method and the synthesis step of ``forward``.
+        With ``upsampling="paper"`` an SO(3)-input layer with ``b_in < b_out`` carries ``b_out``
+        degrees (:meth:`_so3_analysis` aliases the higher ones, as the reference does).
         """
+        if self.upsampling == "paper" and self.input_dims == 5 and self.b_in < self.b_out:
+            return self.b_out
         return min(self.b_in, self.b_out)
+
+    def _so3_analysis(
+        self, x: torch.Tensor, num_degrees: int, chunks: tuple[tuple[int, int], ...]
+    ) -> list[torch.Tensor]:
+        """Chunked forward SO(3) transform of ``x`` ``[N, C, 2b_in, 2b_in, 2b_in]``: exact, or
+        the reference's aliased one when :meth:`spectral_degrees` exceeds ``b_in``."""
+        if num_degrees > self.b_in:
+            flat = x.reshape(-1, *x.shape[2:])
+            return so3_analysis_aliased_chunks(flat, num_degrees, chunks)
+        return so3_analysis_chunks(so3_spatial_major(x), num_degrees, chunks)
 
     def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
         """FLOPs of one padded degree chunk (analysis, product, synthesis) at batch ``n``."""
@@ -267,6 +290,8 @@ class S2Convolution(_GridKernelCorrelation):
         b_in: input bandwidth (input ``[N, C_in, 2b_in, 2b_in]``).
         b_out: output bandwidth (output ``[N, C_out, 2b_out, 2b_out, 2b_out]``).
         grid: kernel grid (default :func:`s2_near_identity_grid`, 24 points).
+        upsampling: ``"exact"`` or ``"paper"`` (accepted for a uniform interface; the S² layer
+            is always exact, the reference's S² transform cannot up-sample).
     """
 
     input_dims = 4
@@ -319,6 +344,8 @@ class SO3Convolution(_GridKernelCorrelation):
         nfeature_in, nfeature_out: channels.
         b_in, b_out: bandwidths of input ``[N, C_in, 2b_in]*3`` and output ``[N, C_out, 2b_out]*3``.
         grid: kernel grid (default :func:`so3_near_identity_grid`, 192 points).
+        upsampling: ``"exact"`` (zero-pad when ``b_in < b_out``) or ``"paper"`` (the
+            reference's aliased higher degrees, :mod:`.paper_upsampling`).
     """
 
     input_dims = 5
@@ -378,7 +405,7 @@ class SO3Convolution(_GridKernelCorrelation):
         n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
         L = self.spectral_degrees()
         chunks = self.degree_chunks(n)
-        spec = so3_analysis_chunks(so3_spatial_major(x), L, chunks)
+        spec = self._so3_analysis(x, L, chunks)
         phi = torch.conj_physical(_so3_phi(self.kernel * self.scaling, self.grid, L))
         buf = _synthesis_buffer(L, n, d, x.dtype, x.device)
         for (lo, hi), f in zip(chunks, spec, strict=True):
@@ -392,7 +419,8 @@ class SO3ToS2Convolution(_GridKernelCorrelation):
     """SO(3) → S² correlation, the paper's segmentation head (spec §7.3).
 
     Input ``[N, C_in, 2b_in, 2b_in, 2b_in]``, output ``[N, C_out, 2b_out, 2b_out]``; kernel on an
-    SO(3) grid (default 192 points), parameters ``C_in·C_out·|grid| + C_out``.
+    SO(3) grid (default 192 points), parameters ``C_in·C_out·|grid| + C_out``. ``upsampling`` as
+    for :class:`SO3Convolution`.
     """
 
     input_dims = 5
@@ -441,7 +469,7 @@ class SO3ToS2Convolution(_GridKernelCorrelation):
         n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
         L = self.spectral_degrees()
         chunks = self.degree_chunks(n)
-        spec = so3_analysis_chunks(so3_spatial_major(x), L, chunks)
+        spec = self._so3_analysis(x, L, chunks)
         kappa = self.kernel_spectrum(L).conj()  # [k, l, c, d]
         h = torch.zeros(L, L, n * d, dtype=kappa.dtype, device=x.device)  # [m, l, (N d)]
         for (lo, hi), f in zip(chunks, spec, strict=True):

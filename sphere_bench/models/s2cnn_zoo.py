@@ -104,17 +104,18 @@ def _s2cnn_trunk(
     channels: list[int],
     bandlimits: list[int],
     betas: list[float],
+    upsampling: str,
 ) -> list[nn.Module]:
     """``S2Conv → ReLU → [SO3Conv → ReLU]*``: S² input of bandwidth ``bandwidth`` to SO(3)."""
     layers: list[nn.Module] = [
         S2Convolution(in_channels, channels[0], bandwidth, bandlimits[0],
-                      s2_near_identity_grid(betas[0] * math.pi)),
+                      s2_near_identity_grid(betas[0] * math.pi), upsampling=upsampling),
         nn.ReLU(),
     ]  # fmt: skip
     for i in range(len(channels) - 1):
         layers += [
             SO3Convolution(channels[i], channels[i + 1], bandlimits[i], bandlimits[i + 1],
-                           so3_near_identity_grid(betas[i + 1] * math.pi)),
+                           so3_near_identity_grid(betas[i + 1] * math.pi), upsampling=upsampling),
             nn.ReLU(),
         ]  # fmt: skip
     return layers
@@ -133,6 +134,9 @@ class S2CNNSegmentation(nn.Module):
         num_classes: output channels (11 = background + 10 digits).
         in_channels: input channels.
         task: optional, must be ``"segmentation"`` (lets configs carry the key).
+        upsampling: ``"exact"`` (default: a bandwidth increase zero-pads the spectrum) or
+            ``"paper"`` (the reference's aliased evaluation of the degrees ``b_in ≤ l < b_out``
+            in the up-sampling layers; :mod:`sphere_bench.models.paper_upsampling`).
     """
 
     def __init__(
@@ -146,6 +150,7 @@ class S2CNNSegmentation(nn.Module):
         num_classes: int = 11,
         in_channels: int = 1,
         task: str | None = None,
+        upsampling: str = "exact",
     ) -> None:
         super().__init__()
         _check_task(task, "segmentation")
@@ -154,9 +159,10 @@ class S2CNNSegmentation(nn.Module):
             n_betas=len(channels) + 1,
         )
         self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas)
+        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas, upsampling)
         layers.append(SO3ToS2Convolution(channels[-1], num_classes, bandlimits[-1], bandwidth,
-                                         so3_near_identity_grid(betas[-1] * math.pi)))
+                                         so3_near_identity_grid(betas[-1] * math.pi),
+                                         upsampling=upsampling))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,6 +182,7 @@ class S2CNNClassifier(nn.Module):
         num_classes: number of logits.
         in_channels: input channels.
         task: optional, must be ``"classification"``.
+        upsampling: ``"exact"`` or ``"paper"``, as for :class:`S2CNNSegmentation`.
     """
 
     def __init__(
@@ -187,6 +194,7 @@ class S2CNNClassifier(nn.Module):
         num_classes: int = 10,
         in_channels: int = 1,
         task: str | None = None,
+        upsampling: str = "exact",
     ) -> None:
         super().__init__()
         _check_task(task, "classification")
@@ -195,7 +203,7 @@ class S2CNNClassifier(nn.Module):
             n_betas=len(channels),
         )
         self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas)
+        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas, upsampling)
         self.features = nn.Sequential(*layers)
         self.out_layer = nn.Linear(channels[-1], num_classes)
 
