@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sphere_bench.data.grids import check_bandwidth
+from sphere_bench.models.antialias import OversampledReLU, oversampled_bandwidth
 from sphere_bench.models.kernel_grids import s2_near_identity_grid, so3_near_identity_grid
 from sphere_bench.models.s2cnn_layers import (
     S2Convolution,
@@ -105,18 +106,28 @@ def _s2cnn_trunk(
     bandlimits: list[int],
     betas: list[float],
     upsampling: str,
+    oversampling: float = 1.0,
 ) -> list[nn.Module]:
-    """``S2Conv → ReLU → [SO3Conv → ReLU]*``: S² input of bandwidth ``bandwidth`` to SO(3)."""
+    """``S2Conv → ReLU → [SO3Conv → ReLU]*``: S² input of bandwidth ``bandwidth`` to SO(3).
+
+    ``oversampling > 1`` applies each ReLU on the SO(3) grid of ``⌈oversampling · b⌉``
+    (:class:`sphere_bench.models.antialias.OversampledReLU`); 1 is the paper's grid ReLU.
+    """
+
+    def relu(b: int) -> nn.Module:
+        return nn.ReLU() if oversampling == 1 else OversampledReLU(b, oversampling)
+
+    oversampled_bandwidth(bandwidth, oversampling)  # validates the factor
     layers: list[nn.Module] = [
         S2Convolution(in_channels, channels[0], bandwidth, bandlimits[0],
                       s2_near_identity_grid(betas[0] * math.pi), upsampling=upsampling),
-        nn.ReLU(),
+        relu(bandlimits[0]),
     ]  # fmt: skip
     for i in range(len(channels) - 1):
         layers += [
             SO3Convolution(channels[i], channels[i + 1], bandlimits[i], bandlimits[i + 1],
                            so3_near_identity_grid(betas[i + 1] * math.pi), upsampling=upsampling),
-            nn.ReLU(),
+            relu(bandlimits[i + 1]),
         ]  # fmt: skip
     return layers
 
@@ -137,6 +148,9 @@ class S2CNNSegmentation(nn.Module):
         upsampling: ``"exact"`` (default: a bandwidth increase zero-pads the spectrum) or
             ``"paper"`` (the reference's aliased evaluation of the degrees ``b_in ≤ l < b_out``
             in the up-sampling layers; :mod:`sphere_bench.models.paper_upsampling`).
+        oversampling: apply every ReLU on the SO(3) grid of ``⌈oversampling · b⌉`` (anti-aliased,
+            :mod:`sphere_bench.models.antialias`); 1 (default) is the paper's grid ReLU. Same
+            parameters either way.
     """
 
     def __init__(
@@ -151,6 +165,7 @@ class S2CNNSegmentation(nn.Module):
         in_channels: int = 1,
         task: str | None = None,
         upsampling: str = "exact",
+        oversampling: float = 1.0,
     ) -> None:
         super().__init__()
         _check_task(task, "segmentation")
@@ -159,7 +174,9 @@ class S2CNNSegmentation(nn.Module):
             n_betas=len(channels) + 1,
         )
         self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas, upsampling)
+        layers = _s2cnn_trunk(
+            bandwidth, in_channels, channels, bandlimits, betas, upsampling, oversampling
+        )
         layers.append(SO3ToS2Convolution(channels[-1], num_classes, bandlimits[-1], bandwidth,
                                          so3_near_identity_grid(betas[-1] * math.pi),
                                          upsampling=upsampling))
@@ -183,6 +200,7 @@ class S2CNNClassifier(nn.Module):
         in_channels: input channels.
         task: optional, must be ``"classification"``.
         upsampling: ``"exact"`` or ``"paper"``, as for :class:`S2CNNSegmentation`.
+        oversampling: as for :class:`S2CNNSegmentation`.
     """
 
     def __init__(
@@ -195,6 +213,7 @@ class S2CNNClassifier(nn.Module):
         in_channels: int = 1,
         task: str | None = None,
         upsampling: str = "exact",
+        oversampling: float = 1.0,
     ) -> None:
         super().__init__()
         _check_task(task, "classification")
@@ -203,7 +222,9 @@ class S2CNNClassifier(nn.Module):
             n_betas=len(channels),
         )
         self.bandwidth, self.in_channels, self.num_classes = bandwidth, in_channels, num_classes
-        layers = _s2cnn_trunk(bandwidth, in_channels, channels, bandlimits, betas, upsampling)
+        layers = _s2cnn_trunk(
+            bandwidth, in_channels, channels, bandlimits, betas, upsampling, oversampling
+        )
         self.features = nn.Sequential(*layers)
         self.out_layer = nn.Linear(channels[-1], num_classes)
 
