@@ -174,7 +174,7 @@ def main() -> int:
     lines = [
         "# Routes to rotation robustness: R-test score vs cost (preset `quick_equivariance`)",
         "",
-        "MNIST classification at B = 16, trained 6 epochs on N = 9,000 spheres (S2CNNs 3,000), "
+        "MNIST classification at B = 16, trained 6 epochs on N = 3,000 spheres (S2CNNs 1,000), "
         "tested on 1,000 NR and 1,000 R spheres; one seed (ensembles: seeds 0–7). Produced by "
         "`scripts/quick_equivariance.sh` (records in `results/runs/quick_equivariance`, copied to "
         "`results/records/quick_equivariance`).",

@@ -12,7 +12,7 @@ RUNS=${RUNS:-results/runs}
 OUT=${OUT:-results/equivariance}
 train() { "$PY" -m sphere_bench.train -m experiment=quick_equivariance "results_dir=$RUNS" "$@"; }
 start=$(date +%s)
-train model=s2cnn_cls_small_aa2,s2cnn_cls_small "$@"
+train model=s2cnn_cls_small_aa,s2cnn_cls_small "$@"
 train model=fa_cnn_cls_quick_115k "$@"
 train model=cnn_cls_quick_115k +lit.equivariance_weight=0.1,1.0 "$@"
 train model=cnn_cls_quick_115k data.rotate_train=none,random "$@"

@@ -67,7 +67,7 @@ def test_preset_jobs_compose_with_their_settings() -> None:
         assert job.model.bandwidth == job.data.bandwidth == 16
         assert job.sweep_name == "quick_equivariance" and job.threads == 1
         s2cnn = model.startswith("s2cnn")
-        assert job.data.n_train == (3000 if s2cnn else 9000)
+        assert job.data.n_train == (1000 if s2cnn else 3000)
         assert job.lit.lr == pytest.approx(5e-3 if s2cnn else 1e-3)
     weights = {_job(*o).lit.get("equivariance_weight") for o in jobs}
     assert weights == {None, 0.1, 1.0}
@@ -75,8 +75,8 @@ def test_preset_jobs_compose_with_their_settings() -> None:
 
 def test_anti_aliased_s2cnn_config_has_the_plain_models_parameters() -> None:
     plain = instantiate(OmegaConf.load(REPO / "conf" / "model" / "s2cnn_cls_small.yaml"))
-    smooth = instantiate(_job("model=s2cnn_cls_small_aa2").model)
+    smooth = instantiate(_job("model=s2cnn_cls_small_aa").model)
     count = sum(p.numel() for p in smooth.parameters())
     assert count == sum(p.numel() for p in plain.parameters()) == 154_550
-    assert re.search(r"154,550", (REPO / "conf/model/s2cnn_cls_small_aa2.yaml").read_text())
-    assert smooth.features[1].factor == 2.0
+    assert re.search(r"154,550", (REPO / "conf/model/s2cnn_cls_small_aa.yaml").read_text())
+    assert smooth.features[1].factor == 1.5
