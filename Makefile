@@ -26,7 +26,7 @@ REPORT_ARGS ?=
 # The report reads the records of this machine's runs, or the committed snapshot on a fresh clone.
 REPORT_RUNS ?= $(if $(wildcard results/runs/*/*.json),results/runs,results/records)
 
-.PHONY: install test sweep report data bench lint clean
+.PHONY: install test sweep sweep_equivariance report data bench lint clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ sweep: install
 	$(MAKE) --no-print-directory report REPORT_RUNS=results/runs
 	@for d in results/runs/*/; do n=$$(basename $$d); mkdir -p results/records/$$n; \
 	  rm -f results/records/$$n/*.json; cp $$d*.json results/records/$$n/ 2>/dev/null || true; done
+
+# The quick_equivariance preset (five multiruns, ensembles, its own report in results/equivariance/).
+sweep_equivariance: install
+	scripts/quick_equivariance.sh $(SWEEP_ARGS)
 
 report: install
 	$(PY) -m sphere_bench.report --runs $(REPORT_RUNS) --out results $(REPORT_ARGS)

@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 ROTATION = (3.216, 0.449, 0.906)
 
 
-def measure(model_name: str, factor: float, repeats: int, device: str) -> dict:
+def measure(
+    model_name: str, factor: float, repeats: int, device: str, weights: str | None = None
+) -> dict:
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -45,7 +47,12 @@ def measure(model_name: str, factor: float, repeats: int, device: str) -> dict:
     cfg = OmegaConf.load(REPO / "conf" / "model" / f"{model_name}.yaml")
     cfg.oversampling = factor
     torch.manual_seed(0)
-    net = instantiate(cfg).to(device).eval()
+    net = instantiate(cfg)
+    if weights:  # a reference s2cnn state_dict (e.g. the paper code's seed-0 initialisation)
+        from sphere_bench.models.s2cnn_import import load_reference_state_dict
+
+        load_reference_state_dict(net, torch.load(weights, map_location="cpu", weights_only=True))
+    net = net.to(device).eval()
     b = int(cfg.bandwidth)
     root = os.environ.get("SPHERE_BENCH_DATA", str(REPO / "data"))
     source = load_planar_split("mnist", "test", root, None)
@@ -85,7 +92,7 @@ def measure(model_name: str, factor: float, repeats: int, device: str) -> dict:
         "model": model_name, "bandwidth": b, "factor": factor, "rel_error": error,
         "latency_ms": 1000 * statistics.median(times), "peak_memory_mb": peak - base,
         "memory_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss_increase",
-        "device": device, "threads": torch.get_num_threads(),
+        "device": device, "threads": torch.get_num_threads(), "weights": weights or "seed 0",
     }  # fmt: skip
 
 
@@ -96,16 +103,24 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="writes <out>.json and <out>.md")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="reference s2cnn state_dict (.pt) to load instead of our seed-0 init",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.models[0], args.factors[0], args.repeats, args.device)))
+        row = measure(args.models[0], args.factors[0], args.repeats, args.device, args.weights)
+        print(json.dumps(row))
         return 0
     rows = []
     for model in args.models:
         for factor in args.factors:
             cmd = [sys.executable, __file__, "--one", "--models", model, "--factors", str(factor),
                    "--repeats", str(args.repeats), "--device", args.device]  # fmt: skip
+            if args.weights:
+                cmd += ["--weights", args.weights]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
@@ -120,8 +135,10 @@ def main() -> int:
             "# S2CNN equivariance error vs ReLU oversampling",
             "",
             f"Command: `python scripts/antialias_error.py --models {' '.join(args.models)} "
-            f"--factors {' '.join(f'{f:g}' for f in args.factors)} --device {args.device}`; "
-            f"untrained (seed 0), MNIST test image 0, rotation ZYZ {ROTATION}.",
+            f"--factors {' '.join(f'{f:g}' for f in args.factors)} --device {args.device}"
+            f"{' --weights ' + args.weights if args.weights else ''}`; untrained "
+            f"({'the weights of --weights' if args.weights else 'our seed-0 initialisation'}), "
+            f"MNIST test image 0, rotation ZYZ {ROTATION}.",
             "",
             "| model | B | factor | rel. error (%) | latency batch 1 (ms) | peak memory (MB) |",
             "|---|---|---|---|---|---|",

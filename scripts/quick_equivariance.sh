@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The quick_equivariance preset (conf/experiment/quick_equivariance.yaml): five multiruns into
-# results/runs/quick_equivariance, the deep-ensemble evaluation and the report
-# results/equivariance/report.md. Extra Hydra overrides go to every multirun:
-#   scripts/quick_equivariance.sh                 # the preset
-#   scripts/quick_equivariance.sh seed=1          # (the ensembles always use seeds 0-7)
+# results/runs/quick_equivariance, the deep-ensemble evaluation, the report
+# results/equivariance/report.md and a copy of the records in results/equivariance/records.
+# Extra Hydra overrides go to every multirun (or: make sweep_equivariance SWEEP_ARGS=...):
+#   scripts/quick_equivariance.sh                              # the preset
+#   scripts/quick_equivariance.sh hydra.launcher.n_jobs=1      # one job at a time
 # Jobs already complete in results/runs are skipped, so an interrupted run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,6 @@ train model=cnn_cls_small data.rotate_train=none,random seed=0,1,2,3,4,5,6,7 "$@
 "$PY" -m sphere_bench.evaluate.ensemble --runs "$RUNS" --sweeps quick_equivariance --out "$OUT"
 end=$(date +%s)
 "$PY" scripts/equivariance_report.py --runs "$RUNS" --out "$OUT" --wall-seconds $((end - start))
+# Snapshot of the records beside the report (not in results/records: the default report reads
+# that folder and stays the quick preset's).
+mkdir -p "$OUT/records" && rm -f "$OUT"/records/*.json && cp "$RUNS"/quick_equivariance/*.json "$OUT/records/"
