@@ -214,10 +214,11 @@ def main() -> int:
     if (out / "ensemble.md").is_file():
         lines += ["## Deep ensembles vs K", "", *(out / "ensemble.md").read_text().splitlines()[2:],
                   "", "![ensemble](figures/ensemble.png)", ""]  # fmt: skip
-    antialias = Path("results/antialias/b20.md")
-    if antialias.is_file():
-        lines += ["## S2CNN equivariance error vs ReLU oversampling", "",
-                  *antialias.read_text().splitlines()[2:], ""]  # fmt: skip
+    tables = sorted(Path("results/antialias").glob("*.md"))
+    if tables:
+        lines += ["## S2CNN equivariance error vs ReLU oversampling (`results/antialias/`)", ""]
+        for table in tables:
+            lines += [f"`{table.name}`:", "", *table.read_text().splitlines()[2:], ""]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print(f"wrote {out / 'report.md'}")
     return 0
