@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +47,22 @@ class DataRootError(FileNotFoundError):
     """The planar source files are neither under the data root nor downloadable."""
 
 
+class SourceFileError(ValueError):
+    """A planar source file is damaged (truncated or corrupt gzip, wrong IDX header or size)."""
+
+
+#: Images in each official split (the IDX headers must say so).
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+
+
+def _damaged(path: Path, reason: str) -> SourceFileError:
+    return SourceFileError(
+        f"source file {path} is damaged: {reason}. Fix: replace it with an intact copy of the "
+        "original download (e.g. delete it and run once with internet access so torchvision "
+        f"downloads it again, or point data.root / ${ENV_DATA_ROOT} at another copy)"
+    )
+
+
 @dataclass(frozen=True)
 class PlanarSplit:
     """One split of a planar dataset: ``images`` uint8 ``[n, 28, 28]``, ``labels`` int64 ``[n]``."""
@@ -71,16 +88,19 @@ def check_dataset_name(name: str) -> None:
 
 
 def _parse_idx(raw: bytes, path: Path) -> np.ndarray:
+    """The array of an IDX file's bytes; :class:`SourceFileError` naming ``path`` if damaged."""
+    if len(raw) < 8:
+        raise _damaged(path, f"{len(raw)} bytes, shorter than an IDX header")
     magic, n = struct.unpack(">II", raw[:8])
-    if magic == 2051:
+    if magic == 2051 and len(raw) >= 16:
         rows, cols = struct.unpack(">II", raw[8:16])
         expected, offset, shape = n * rows * cols, 16, (n, rows, cols)
     elif magic == 2049:
         expected, offset, shape = n, 8, (n,)
     else:
-        raise ValueError(f"{path} is not an IDX file (magic number {magic})")
+        raise _damaged(path, f"not an IDX file (magic number {magic})")
     if len(raw) - offset != expected:
-        raise ValueError(f"{path} is truncated: {len(raw) - offset} of {expected} bytes")
+        raise _damaged(path, f"truncated: {len(raw) - offset} of {expected} data bytes")
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
 
 
@@ -95,7 +115,10 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 def _read_idx(path: Path) -> np.ndarray:
     raw = path.read_bytes()
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:  # truncated, bad CRC, not gzip
+            raise _damaged(path, f"gzip cannot read it ({type(err).__name__}: {err})") from None
     return _parse_idx(raw, path)
 
 
@@ -187,6 +210,11 @@ def load_planar_split(
             f"../shared/datasets), or run once with internet access so torchvision can download."
         )
     images, labels = (_read_idx(p.resolve()) for p in files)
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{files[0]} has {images.shape[0]} images but {labels.shape[0]} labels")
+    for path, array in zip(files, (images, labels), strict=True):
+        wrong_size = array.ndim == 3 and array.shape[1:] != (28, 28)
+        if array.shape[0] != SPLIT_SIZES[split] or wrong_size:
+            raise _damaged(
+                path, f"shape {tuple(array.shape)}; the {split} split has "
+                f"{SPLIT_SIZES[split]} items of 28 x 28 pixels",
+            )  # fmt: skip
     return PlanarSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sphere_bench.report.figures import pyplot, save_figure
-from sphere_bench.report.records import TRAIN_LABEL, family
+from sphere_bench.report.records import TRAIN_LABEL, family, safe_instantiate
 from sphere_bench.report.text import fmt_n
 
 log = logging.getLogger("sphere_bench.report")
@@ -38,9 +38,8 @@ def _checkpoint(record: Mapping[str, Any], runs_dir: Path) -> Path | None:
 def load_net(record: Mapping[str, Any], checkpoint: Path) -> Any:
     """The record's net with the weights of ``checkpoint`` (a Lightning checkpoint)."""
     import torch
-    from hydra.utils import instantiate
 
-    net = instantiate(dict(record["config"]["model"]))
+    net = safe_instantiate(record["config"]["model"], "model", record.get("_path", "record"))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     net.load_state_dict(
         {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
@@ -128,7 +127,6 @@ def figure_samples(
         return None, f"Sample predictions skipped: {reason}."
     import matplotlib
     import torch
-    from hydra.utils import instantiate
 
     from sphere_bench.data.preview import MASK_COLORS, equirectangular
 
@@ -136,7 +134,7 @@ def figure_samples(
     try:
         data_cfg = dict(data_record["config"]["data"])
         data_cfg["progress"] = False
-        dm = instantiate(data_cfg)
+        dm = safe_instantiate(data_cfg, "data", data_record.get("_path", "record"))
         if "r" not in dm.test_set_names:
             return None, "Sample predictions skipped: the runs have no rotated (R) test set."
         dm.test_specs = {"r": dm.test_specs["r"]}  # generate / load only the R test set

@@ -213,8 +213,23 @@ def write_record(record: Mapping[str, Any], *paths: Path | str) -> None:
         atomic_write_text(Path(path), text)
 
 
+def record_problem(record: Any) -> str | None:
+    """Why parsed JSON is not a result record a rerun may trust, or None."""
+    if not isinstance(record, dict):
+        return f"not a result record (a JSON {type(record).__name__})"
+    if record.get("status") not in (STATUS_COMPLETE, STATUS_FAILED):
+        return f"status {record.get('status')!r} is neither {STATUS_COMPLETE} nor {STATUS_FAILED}"
+    for key in ("config", "model", "data", "test"):
+        if not isinstance(record.get(key), dict):
+            return f"'{key}' is a {type(record.get(key)).__name__}, not a dict"
+    if not isinstance(record.get("config_hash"), str):
+        return "no 'config_hash'"
+    return None
+
+
 def load_record(path: Path | str) -> dict[str, Any] | None:
-    """The record at ``path``; None if it is missing or unreadable (a warning says why)."""
+    """The record at ``path``; None if it is missing, unreadable or not shaped like a record
+    (a warning names the file and says why; the job then runs again)."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -223,4 +238,8 @@ def load_record(path: Path | str) -> dict[str, Any] | None:
     except (OSError, ValueError) as err:
         log.warning("ignoring unreadable result record %s: %s", path, err)
         return None
-    return record if isinstance(record, dict) else None
+    problem = record_problem(record)
+    if problem is not None:
+        log.warning("ignoring result record %s: %s", path, problem)
+        return None
+    return record

@@ -38,6 +38,14 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 
 from sphere_bench.train import lifecycle
 from sphere_bench.train.callbacks import EpochTimer, FitStopMemory
+from sphere_bench.train.checkpoints import (
+    CheckpointError,
+    VerifiedCheckpointIO,
+    move_aside,
+    pick_resume_checkpoint,
+    verify_checkpoint,
+)
+from sphere_bench.train.checks import check_values
 from sphere_bench.train.lifecycle import (
     JobBusy,
     JobInterrupted,
@@ -55,6 +63,7 @@ from sphere_bench.train.record import (
     load_record,
     write_record,
 )
+from sphere_bench.train.search import apply_search
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +234,7 @@ def default_run_name(cfg: DictConfig, model_name: str, data_name: str) -> str:
 def fit_and_test(job: Job) -> None:
     """Build everything, check the pairing, fit (or resume), test the best checkpoint."""
     cfg = job.cfg
+    check_values(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     check_config(cfg, job.model_name, job.data_name)
@@ -259,6 +269,8 @@ def fit_and_test(job: Job) -> None:
         cfg.trainer,
         callbacks=callbacks,
         logger=job.loggers or False,
+        # Checkpoints written beside their target with a checksum, verified before every load.
+        plugins=[VerifiedCheckpointIO()],
         **_fill(cfg.trainer, default_root_dir=str(job.run_dir)),
     )
     for logger in job.loggers:
@@ -272,8 +284,13 @@ def fit_and_test(job: Job) -> None:
 
     resume = cfg.get("ckpt_path") or None
     last = job.ckpt_dir / "last.ckpt"
-    if resume is None and last.is_file():
-        resume = str(last)
+    if resume is not None:  # given by the user: verified, never moved
+        reason = verify_checkpoint(resume)
+        if reason is not None:
+            raise CheckpointError(resume, reason, fix="pass an intact file as ckpt_path=")
+    else:  # this job's own: the last intact one; damaged ones are moved aside with a warning
+        picked = pick_resume_checkpoint(job.ckpt_dir)
+        resume = None if picked is None else str(picked)
     if resume is not None:
         log.info("resuming from checkpoint %s", resume)
     job.checkpoint = {"dir": str(job.ckpt_dir), "resumed_from": resume}
@@ -298,6 +315,14 @@ def fit_and_test(job: Job) -> None:
         ckpt = best if (monitor is not None and best and not trainer.fast_dev_run) else None
         if ckpt is None and cfg.get("train", True) is False:
             ckpt = resume
+        reason = None if ckpt is None else verify_checkpoint(ckpt)
+        if reason is not None:
+            moved = move_aside(ckpt, reason) if ckpt != cfg.get("ckpt_path") else ckpt
+            raise CheckpointError(
+                ckpt, f"{reason}; moved to {moved}",
+                fix=f"its weights are lost: delete {job.ckpt_dir.parent} and rerun to train the "
+                "job again",
+            )  # fmt: skip
         log.info("testing %s", ckpt or "the current weights")
         trainer.test(lit, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         _summarise_to_wandb(job)
@@ -385,6 +410,7 @@ def run_job(
         model_name=choices.get("model", str(cfg.model.get("_target_", "model")).split(".")[-1]),
         data_name=choices.get("data", f"{cfg.data.get('dataset')}_{cfg.data.get('task')}"),
     )
+    apply_search(cfg)  # an hparams_search trial: the budget-fitted architecture, before hashing
     job.config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     job.hash = config_hash(job.config)
     job.run_name = default_run_name(cfg, job.model_name, job.data_name)
