@@ -34,6 +34,7 @@ from sphere_bench.data.planar_source import SourceFileError, load_planar_split
 from sphere_bench.data.spherical_dataset import SplitSpec, load_or_generate
 from sphere_bench.report.records import (
     UntrustedTargetError,
+    load_paper,
     load_runs,
     runs_frame,
     safe_instantiate,
@@ -379,6 +380,13 @@ def test_readers_survive_wrong_shaped_files_with_a_warning(
     ]
     for name in ("list.json", "metrics_str.json", "test_list.json"):
         assert name in caplog.text
+
+    # The paper's reference values: a CSV without the expected columns.
+    (tmp_path / "paper.csv").write_text("a,b\n1,2\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert load_paper(tmp_path / "paper.csv").empty
+    assert "paper.csv is unreadable" in caplog.text
 
     # The training side: a wrong-shaped record is not taken for a finished job.
     for text in ("[1, 2]", json.dumps({"status": "complete", "test": [1]})):

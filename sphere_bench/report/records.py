@@ -450,9 +450,17 @@ def load_paper(path: Path | str | None) -> pd.DataFrame:
         if path is not None:
             log.warning("paper reference %s not found; no paper values drawn", path)
         return pd.DataFrame(columns=columns)
-    paper = pd.read_csv(path, comment="#")
-    paper["n_items"] = paper["n_items"].astype(int)
-    paper["n_train"] = paper["n_train"].astype(int)
+    try:
+        paper = pd.read_csv(path, comment="#")
+        missing = [c for c in columns if c not in paper.columns]
+        if missing:
+            raise ValueError(f"columns {missing} missing")
+        paper["n_items"] = paper["n_items"].astype(int)
+        paper["n_train"] = paper["n_train"].astype(int)
+        paper["value"] = paper["value"].astype(float)
+    except (OSError, ValueError, TypeError, pd.errors.ParserError) as err:
+        log.warning("paper reference %s is unreadable (%s); no paper values drawn", path, err)
+        return pd.DataFrame(columns=columns)
     return paper
 
 
