@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from sphere_bench.data.cache import atomic_write_text
@@ -38,7 +37,7 @@ from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.spherical_dataset import render_samples
 from sphere_bench.evaluate.equivariance import equivariance_errors
 from sphere_bench.train.metrics import ConfusionMetrics
-from sphere_bench.train.record import config_hash
+from sphere_bench.train.record import config_hash, safe_instantiate
 
 __all__ = [
     "EnsembleMean",
@@ -139,7 +138,7 @@ def _checkpoint_path(record: dict[str, Any]) -> Path:
 
 def load_member(record: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
     """The trained net of one result record (its model config + best checkpoint), in eval mode."""
-    net = instantiate(record["config"]["model"])
+    net = safe_instantiate(record["config"]["model"], "model", record.get("_path", "record"))
     state = torch.load(_checkpoint_path(record), map_location=device, weights_only=True)
     weights = {k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights)
@@ -205,7 +204,7 @@ def evaluate_ensemble(
     data_cfg["progress"] = False
     if data_root is not None:
         data_cfg["root"] = str(data_root)
-    datamodule = instantiate(data_cfg)
+    datamodule = safe_instantiate(data_cfg, "data", records[0].get("_path", "record"))
     datamodule.setup("test")  # generates (and caches) the test sets only
     task, num_classes = datamodule.task, datamodule.num_classes
     members = [load_member(r, device) for r in records]

@@ -1,11 +1,9 @@
 """Result records → one row each → mean ± std per configuration; the paper's values.
 
-Records are data. Reading one never runs code it names: :func:`safe_instantiate` builds a model or
-a datamodule from a record's config only when every ``_target_`` in it is on an explicit allowlist
-of sphere_bench packages and resolves to a class of the expected kind (``torch.nn.Module`` for
-models, ``LightningDataModule`` for data); anything else is refused with
-:class:`UntrustedTargetError`. A record of the wrong shape (valid JSON but not a result record) is
-skipped with a warning naming its file.
+Records are data. Reading one never runs code it names: models and datamodules are built from a
+record's config with :func:`sphere_bench.train.record.safe_instantiate` (allowlisted sphere_bench
+classes only; anything else raises ``UntrustedTargetError``). A record of the wrong shape (valid
+JSON but not a result record) is skipped with a warning naming its file.
 """
 
 from __future__ import annotations
@@ -20,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from sphere_bench.train.record import (  # noqa: F401 - re-exported: the report's safe builder
+    ALLOWED_TARGETS,
+    UntrustedTargetError,
+    safe_instantiate,
+)
 
 log = logging.getLogger("sphere_bench.report")
 
@@ -140,93 +144,15 @@ def record_shape_problem(record: Any) -> str | None:
             wanted = getattr(kind, "__name__", None) or "/".join(k.__name__ for k in kind)
             return f"'{key}' is a {type(record[key]).__name__}, not a {wanted}"
     if record["status"] == "complete":
-        for key in ("model", "data", "test"):
+        for key in ("model", "data"):
             if not isinstance(record.get(key), dict):
                 return f"a complete record without '{key}'"
         if not isinstance(record["model"].get("name"), str):
             return "'model.name' is missing"
-        for name, metrics in record["test"].items():
+        for name, metrics in (record.get("test") or {}).items():
             if not isinstance(metrics, dict):
                 return f"'test.{name}' is a {type(metrics).__name__}, not a dict of metrics"
     return None
-
-
-# ============================================================================ safe instantiation
-#: Packages whose classes a record may name, and the base class each must derive from.
-ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
-    "model": ("sphere_bench.models.",),
-    "data": ("sphere_bench.data.",),
-}
-
-
-class UntrustedTargetError(ValueError):
-    """A record names a ``_target_`` outside the allowlist (records are never run as code)."""
-
-
-def _base_class(kind: str) -> type:
-    if kind == "model":
-        import torch
-
-        return torch.nn.Module
-    import pytorch_lightning as pl
-
-    return pl.LightningDataModule
-
-
-def _check_targets(node: Any, kind: str, where: str) -> None:
-    """Every ``_target_`` in ``node`` is an allowlisted class of ``kind``; else raise."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if key == "_target_":
-                _check_target(value, kind, where)
-            elif key in ("_partial_", "_args_", "_recursive_", "_convert_") and value not in (
-                None, False, "none", [],
-            ):  # fmt: skip
-                raise UntrustedTargetError(f"{where}: '{key}' is not allowed in a record's config")
-            else:
-                _check_targets(value, kind, f"{where}.{key}")
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            _check_targets(value, kind, f"{where}[{i}]")
-
-
-def _check_target(target: Any, kind: str, where: str) -> None:
-    prefixes = ALLOWED_TARGETS[kind]
-    if not isinstance(target, str) or not target.startswith(prefixes) or not re.fullmatch(
-        r"[A-Za-z_][A-Za-z0-9_.]*", target
-    ):
-        raise UntrustedTargetError(
-            f"{where}._target_={target!r} is not a sphere_bench {kind} class (allowed: "
-            f"{', '.join(p + '*' for p in prefixes)}); a record is data and never runs other code"
-        )
-    from hydra.utils import get_class
-
-    try:
-        cls = get_class(target)
-    except Exception as err:  # noqa: BLE001 - an unknown name inside an allowed package
-        raise UntrustedTargetError(f"{where}._target_={target!r} is not a class: {err}") from None
-    if not issubclass(cls, _base_class(kind)):
-        raise UntrustedTargetError(
-            f"{where}._target_={target!r} is not a {_base_class(kind).__name__}"
-        )
-
-
-def safe_instantiate(config: Mapping[str, Any], kind: str, source: str = "record") -> Any:
-    """``hydra.utils.instantiate(config)`` after checking every ``_target_`` in it against
-    :data:`ALLOWED_TARGETS` for ``kind`` (``model`` or ``data``).
-
-    Raises:
-        UntrustedTargetError: a target outside the allowlist or not a class of ``kind``; nothing
-            is imported from outside sphere_bench and nothing is called.
-    """
-    if kind not in ALLOWED_TARGETS:
-        raise ValueError(f"kind must be one of {', '.join(ALLOWED_TARGETS)}, got {kind!r}")
-    if not isinstance(config, Mapping) or "_target_" not in config:
-        raise UntrustedTargetError(f"{source}: the {kind} config has no _target_")
-    _check_targets(config, kind, f"{source}: {kind}")
-    from hydra.utils import instantiate
-
-    return instantiate(dict(config))
 
 
 def load_runs(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> Runs:
