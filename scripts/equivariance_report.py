@@ -81,7 +81,7 @@ def collect(runs_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     if ensemble_path.is_file():
         ensembles = json.loads(ensemble_path.read_text())
         for group, entry in ensembles.items():
-            model, _, rot, _ = group.split("|")[:4]
+            model, _, rot, _ = group.split("/")[:4]
             rot = rot.removeprefix("rot_")
             members = sorted(seeds.get((model, rot), []), key=lambda r: int(r.get("seed", 0)))
             for row in entry["rows"]:
@@ -177,7 +177,7 @@ def main() -> int:
         "MNIST classification at B = 16, trained 6 epochs on N = 3,000 spheres (S2CNNs 1,000), "
         "tested on 1,000 NR and 1,000 R spheres; one seed (ensembles: seeds 0–7). Produced by "
         "`scripts/quick_equivariance.sh` (records in `results/runs/quick_equivariance`, copied to "
-        "`results/records/quick_equivariance`).",
+        "`results/equivariance/records`).",
     ]
     if args.wall_seconds:
         lines.append(f"Wall time of the preset: {args.wall_seconds / 60:.1f} min on the shared "

@@ -123,8 +123,8 @@ def test_evaluate_ensemble_from_records_and_checkpoints(tmp_path: Path, data_roo
     from sphere_bench.report.records import load_runs
 
     groups = ensemble_groups(load_runs(tmp_path).complete)
-    assert list(groups) == ["cnn_cls_small|mnist_cls|rot_random|n64"]
-    members = groups["cnn_cls_small|mnist_cls|rot_random|n64"]
+    assert list(groups) == ["cnn_cls_small/mnist_cls/rot_random/n64"]
+    members = groups["cnn_cls_small/mnist_cls/rot_random/n64"]
     assert [m["seed"] for m in members] == [0, 1, 2]
     rows = evaluate_ensemble(members, ks=(1, 2, 3, 8), equivariance_samples=4, haar_draws=1)
     assert [row["k"] for row in rows] == [1, 2, 3]
@@ -137,8 +137,8 @@ def test_evaluate_ensemble_from_records_and_checkpoints(tmp_path: Path, data_roo
     assert main(["--runs", str(tmp_path), "--out", str(out), "--ks", "1", "2",
                  "--equivariance-samples", "2", "--n-test", "8"]) == 0  # fmt: skip
     saved = json.loads((out / "ensemble.json").read_text())
-    assert [row["k"] for row in saved["cnn_cls_small|mnist_cls|rot_random|n64"]["rows"]] == [1, 2]
+    assert [row["k"] for row in saved["cnn_cls_small/mnist_cls/rot_random/n64"]["rows"]] == [1, 2]
     assert (out / "figures" / "ensemble.png").stat().st_size > 0
     assert (
-        "| cnn_cls_small|mnist_cls|rot_random|n64 | 2 | 0,1 |" in (out / "ensemble.md").read_text()
+        "| cnn_cls_small/mnist_cls/rot_random/n64 | 2 | 0,1 |" in (out / "ensemble.md").read_text()
     )

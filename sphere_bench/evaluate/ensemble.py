@@ -93,7 +93,7 @@ def ensemble_groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[st
     """Complete records grouped by their config without ``seed`` / ``data.seed``, seed-sorted.
 
     Returns:
-        ``{label: [records sorted by seed]}``; the label is ``<model>|<data>|rot_<rotate_train>|
+        ``{label: [records sorted by seed]}``; the label is ``<model>/<data>/rot_<rotate_train>/
         n<n_train>`` (plus the group's hash when two groups would share it).
     """
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -105,14 +105,14 @@ def ensemble_groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[st
         groups.setdefault(key, []).append(record)
         data = record.get("data", {})
         labels[key] = (
-            f"{record['model']['name']}|{data.get('name')}|rot_{data.get('rotate_train')}|"
+            f"{record['model']['name']}/{data.get('name')}/rot_{data.get('rotate_train')}/"
             f"n{data.get('n_train')}"
         )
     out: dict[str, list[dict[str, Any]]] = {}
     for key, members in groups.items():
         label = labels[key]
         if label in out or list(labels.values()).count(label) > 1:
-            label = f"{label}|{key[:8]}"
+            label = f"{label}/{key[:8]}"
         out[label] = sorted(members, key=lambda r: int(r.get("seed", 0)))
     return out
 
