@@ -158,7 +158,7 @@ def main() -> int:
             ax.scatter([r[key] for r in sel], [r["r_acc"] for r in sel], color=cmap(i),
                        label=route)  # fmt: skip
             for r in sel:
-                ax.annotate(r["label"].split(" (")[0].replace("cnn_cls_", ""), (r[key], r["r_acc"]),
+                ax.annotate(r["label"], (r[key], r["r_acc"]),
                             fontsize=6, alpha=0.7)  # fmt: skip
     axes[0].set_xlabel("training time (s, 1 thread)")
     axes[1].set_xlabel("inference latency, batch 32 (ms)")
