@@ -57,7 +57,10 @@ def _route(record: dict[str, Any]) -> tuple[str, str]:
 
 def collect(runs_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     """One row per route: metrics and costs (see the module docstring)."""
-    records = [r for r in load_runs(runs_dir, [SWEEP]).complete]
+    latest: dict[str, dict[str, Any]] = {}  # one record per config without its hash (latest)
+    for r in sorted(load_runs(runs_dir, [SWEEP]).complete, key=lambda r: r.get("finished_at", "")):
+        latest[json.dumps(r["config"], sort_keys=True, default=str)] = r
+    records = list(latest.values())
     rows = []
     seeds: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in records:

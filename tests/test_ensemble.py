@@ -142,3 +142,21 @@ def test_evaluate_ensemble_from_records_and_checkpoints(tmp_path: Path, data_roo
     assert (
         "| cnn_cls_small/mnist_cls/rot_random/n64 | 2 | 0,1 |" in (out / "ensemble.md").read_text()
     )
+
+
+def test_groups_keep_one_record_per_seed_and_split_configs() -> None:
+    def record(seed: int, run_hash: str, finished: str, lr: float = 1e-3) -> dict:
+        return {
+            "status": "complete", "config_hash": run_hash, "seed": seed, "finished_at": finished,
+            "config": {"seed": seed, "data": {"seed": seed, "n_train": 8}, "lit": {"lr": lr}},
+            "model": {"name": "m"}, "data": {"name": "d", "rotate_train": "none", "n_train": 8},
+        }  # fmt: skip
+
+    groups = ensemble_groups([
+        record(1, "a", "2026-01-01T00:00:00"), record(0, "b", "2026-01-01T00:00:00"),
+        record(1, "c", "2026-01-02T00:00:00"), record(0, "d", "2026-01-01T00:00:00", lr=0.1),
+        {**record(2, "e", "2026-01-01T00:00:00"), "status": "failed"},
+    ])  # fmt: skip
+    assert len(groups) == 2  # the lr=0.1 run is another config
+    members = next(g for g in groups.values() if len(g) == 2)
+    assert [(m["seed"], m["config_hash"]) for m in members] == [(0, "b"), (1, "c")]

@@ -92,6 +92,9 @@ def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
 def ensemble_groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Complete records grouped by their config without ``seed`` / ``data.seed``, seed-sorted.
 
+    One record per seed: of several records of the same config and seed (e.g. written by two
+    versions of the code, whose config hashes differ), the one finished last is kept.
+
     Returns:
         ``{label: [records sorted by seed]}``; the label is ``<model>/<data>/rot_<rotate_train>/
         n<n_train>`` (plus the group's hash when two groups would share it).
@@ -113,7 +116,14 @@ def ensemble_groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[st
         label = labels[key]
         if label in out or list(labels.values()).count(label) > 1:
             label = f"{label}/{key[:8]}"
-        out[label] = sorted(members, key=lambda r: int(r.get("seed", 0)))
+        by_seed: dict[int, dict[str, Any]] = {}
+        for record in sorted(members, key=lambda r: str(r.get("finished_at", ""))):
+            seed = int(record.get("seed", 0))
+            if seed in by_seed:
+                log.warning("%s: two records of seed %d; keeping the later one (%s)", label,
+                            seed, record.get("config_hash"))  # fmt: skip
+            by_seed[seed] = record
+        out[label] = [by_seed[s] for s in sorted(by_seed)]
     return out
 
 
