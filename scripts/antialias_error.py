@@ -30,7 +30,12 @@ ROTATION = (3.216, 0.449, 0.906)
 
 
 def measure(
-    model_name: str, factor: float, repeats: int, device: str, weights: str | None = None
+    model_name: str,
+    factor: float,
+    repeats: int,
+    device: str,
+    weights: str | None = None,
+    upsampling: str = "exact",
 ) -> dict:
     import torch
     from hydra.utils import instantiate
@@ -46,6 +51,7 @@ def measure(
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = OmegaConf.load(REPO / "conf" / "model" / f"{model_name}.yaml")
     cfg.oversampling = factor
+    cfg.upsampling = upsampling  # "paper": the reference's aliased up-sampling, to float rounding
     torch.manual_seed(0)
     net = instantiate(cfg)
     if weights:  # a reference s2cnn state_dict (e.g. the paper code's seed-0 initialisation)
@@ -93,6 +99,7 @@ def measure(
         "latency_ms": 1000 * statistics.median(times), "peak_memory_mb": peak - base,
         "memory_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss_increase",
         "device": device, "threads": torch.get_num_threads(), "weights": weights or "seed 0",
+        "upsampling": upsampling,
     }  # fmt: skip
 
 
@@ -108,10 +115,23 @@ def main() -> int:
         default=None,
         help="reference s2cnn state_dict (.pt) to load instead of our seed-0 init",
     )
+    parser.add_argument(
+        "--upsampling",
+        choices=["exact", "paper"],
+        default="exact",
+        help="model.upsampling (paper = the reference code's function)",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        row = measure(args.models[0], args.factors[0], args.repeats, args.device, args.weights)
+        row = measure(
+            args.models[0],
+            args.factors[0],
+            args.repeats,
+            args.device,
+            args.weights,
+            args.upsampling,
+        )
         print(json.dumps(row))
         return 0
     rows = []
@@ -121,6 +141,7 @@ def main() -> int:
                    "--repeats", str(args.repeats), "--device", args.device]  # fmt: skip
             if args.weights:
                 cmd += ["--weights", args.weights]
+            cmd += ["--upsampling", args.upsampling]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
@@ -136,16 +157,19 @@ def main() -> int:
             "",
             f"Command: `python scripts/antialias_error.py --models {' '.join(args.models)} "
             f"--factors {' '.join(f'{f:g}' for f in args.factors)} --device {args.device}"
-            f"{' --weights ' + args.weights if args.weights else ''}`; untrained "
+            f"{' --weights ' + args.weights if args.weights else ''}"
+            f"{' --upsampling paper' if args.upsampling == 'paper' else ''}`; untrained "
             f"({'the weights of --weights' if args.weights else 'our seed-0 initialisation'}), "
             f"MNIST test image 0, rotation ZYZ {ROTATION}.",
             "",
-            "| model | B | factor | rel. error (%) | latency batch 1 (ms) | peak memory (MB) |",
-            "|---|---|---|---|---|---|",
+            "| model | B | upsampling | factor | rel. error (%) | latency batch 1 (ms) | "
+            "peak memory (MB) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
-                f"| {r['model']} | {r['bandwidth']} | {r['factor']:g} | {100 * r['rel_error']:.2f}"
+                f"| {r['model']} | {r['bandwidth']} | {r['upsampling']} | {r['factor']:g} | "
+                f"{100 * r['rel_error']:.2f}"
                 f" | {r['latency_ms']:.0f} | {r['peak_memory_mb']:.0f} ({r['memory_kind']}) |"
             )
         atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
