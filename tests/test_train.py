@@ -76,13 +76,22 @@ def job(tmp: Path, data_root: Path, cache: Path, *overrides: str, name: str = "r
 # ------------------------------------------------------------------------------------------------
 # composition and bad input
 # ------------------------------------------------------------------------------------------------
+def _grid_overrides(model: str) -> list[str]:
+    """The data overrides that put data on the grid ``model`` needs."""
+    node = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")
+    if "nside" in node:
+        return ["data.grid=healpix_nested", f"data.nside={node.nside}"]
+    if "nlat" in node:
+        return [f"data.grid={node.grid}", f"data.nlat={node.nlat}"]
+    return [f"data.bandwidth={node.bandwidth}"]
+
+
 VALID_PAIRS = [(m, d) for m in MODELS for d in DATASETS if _task(m) == _task(d)]
 
 
 @pytest.mark.parametrize(("model", "data"), VALID_PAIRS)
 def test_valid_pairs_compose_and_pass_the_check(model: str, data: str) -> None:
-    bandwidth = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml").bandwidth
-    cfg = compose_cfg(f"model={model}", f"data={data}", f"data.bandwidth={bandwidth}")
+    cfg = compose_cfg(f"model={model}", f"data={data}", *_grid_overrides(model))
     check_config(cfg, model, data)
     assert cfg.data.seed == cfg.seed
     assert cfg.logger.wandb.offline is (os.environ.get("WANDB_MODE", "offline") != "online")

@@ -2,8 +2,9 @@
 
 Batches reach the model as ``(x, y)``:
 
-* ``x``: float32 ``[batch, 1, 2B, 2B]`` on the SOFT (or paper) grid ``[beta, alpha]``, or
-  ``[batch, 1, 12·nside²]`` on HEALPix; values 0–255 (``intensity=minmax255``) or 0–1 (``unit``).
+* ``x``: float32 ``[batch, 1, 2B, 2B]`` on the SOFT (or paper) grid ``[beta, alpha]``,
+  ``[batch, 1, 12·nside²]`` on HEALPix (RING or NESTED), or ``[batch, 1, nlat, nlon]`` on a
+  torch-harmonics grid (equiangular, legendre-gauss; :mod:`sphere_bench.data.grids`); values 0–255 (``intensity=minmax255``) or 0–1 (``unit``).
 * ``y``: int64 ``[batch]`` classes 0–9, or ``[batch, *grid]`` masks (0 = background, 1–10 = class
   + 1) for segmentation.
 
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sphere_bench.data.canvas import compose_layers
+from sphere_bench.data.grids import grid_resolution
 from sphere_bench.data.planar_source import CLASS_NAMES, PlanarSplit, load_planar_split
 from sphere_bench.data.rotations import haar_rotations
 from sphere_bench.data.spherical_dataset import (
@@ -115,9 +117,12 @@ class SphericalDataModule(pl.LightningDataModule):
     Args:
         dataset: ``mnist`` or ``fashion_mnist``.
         task: ``classification`` or ``segmentation``.
-        grid: ``soft`` (the S2CNN grid), ``paper`` (the paper's half-pixel-off grid) or ``healpix``.
+        grid: ``soft`` (the S2CNN grid), ``paper`` (the paper's half-pixel-off grid),
+            ``healpix`` (RING), ``healpix_nested`` (the HEALPix graph CNNs' order), or a
+            torch-harmonics grid, ``equiangular`` or ``legendre-gauss`` (the DISCO CNNs').
         bandwidth: B of the soft/paper grid (signals ``2B × 2B``).
-        nside: HEALPix resolution (used when ``grid=healpix``).
+        nside: HEALPix resolution (used when ``grid=healpix`` or ``healpix_nested``).
+        nlat: colatitudes of a torch-harmonics grid (``nlon`` follows from it).
         n_train: number of training samples N (beyond the pool, images are reused with fresh
             rotations).
         n_val: validation samples drawn from the held-out pool (``None``: the whole pool, 0: no
@@ -146,6 +151,7 @@ class SphericalDataModule(pl.LightningDataModule):
         grid: str = "soft",
         bandwidth: int = 30,
         nside: int = 16,
+        nlat: int = 24,
         n_train: int = 60_000,
         n_val: int | None = None,
         n_test: int = 10_000,
@@ -192,7 +198,7 @@ class SphericalDataModule(pl.LightningDataModule):
             raise ValueError(f"data.n_val must be an integer >= 0 or null, got {n_val!r}")
         common = dict(
             dataset=dataset, task=task, grid=grid,
-            resolution=nside if grid == "healpix" else bandwidth,
+            resolution=grid_resolution(grid, bandwidth, nside, nlat),
             rotation_chunk=rotation_chunk, seed=seed, interpolation=interpolation,
             intensity=intensity, threshold=threshold, n_items=n_items,
             canvas_tiles=canvas_tiles, jitter=jitter, val_fraction=val_fraction,
@@ -242,7 +248,8 @@ class SphericalDataModule(pl.LightningDataModule):
 
     @property
     def bandwidth(self) -> int | None:
-        return self.grid.resolution if self.grid.name != "healpix" else None
+        """B of a soft/paper grid; ``None`` on the other grids (see :attr:`grid`)."""
+        return self.grid.resolution if self.grid.name in ("soft", "paper") else None
 
     @property
     def test_set_names(self) -> list[str]:

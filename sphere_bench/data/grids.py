@@ -15,7 +15,14 @@ Conventions (used everywhere in sphere_bench):
   ``β = 0`` row is the north pole itself, which the paper's projection maps onto the image
   centre (see :mod:`sphere_bench.data.projection`, "North-pole artefact").
 * **HEALPix** (``grid="healpix"``, via healpy, RING ordering): ``12·nside²`` pixel centres; signals
-  are ``[..., npix]``.
+  are ``[..., npix]``. ``grid="healpix_nested"`` is the same points in NESTED order (healpy
+  ``pix2vec(nest=True)``), the order of the HEALPix graph CNNs: a map ``m_ring`` on ``healpix``
+  and ``m_nest`` on ``healpix_nested`` hold the same values, ``m_nest[p] = m_ring[nest2ring(p)]``.
+* **torch-harmonics quadrature grids** (the DISCO CNNs' grids, resolution ``nlat``): signals
+  ``[..., nlat, nlon]`` indexed ``[theta, phi]`` from the north pole south, ``phi_k = 2πk/nlon``.
+  ``grid="equiangular"``: Clenshaw–Curtis colatitudes ``theta_j = πj/(nlat−1)`` (poles included),
+  ``nlon = 2(nlat−1)``; ``grid="legendre-gauss"``: Gauss–Legendre nodes in ``cos θ`` (no poles),
+  ``nlon = 2·nlat``. Colatitudes come from ``torch_harmonics.quadrature.precompute_latitudes``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,62 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-GRID_NAMES = ("soft", "paper", "healpix")
+GRID_NAMES = ("soft", "paper", "healpix", "healpix_nested", "equiangular", "legendre-gauss")
+TORCH_HARMONICS_GRIDS = ("equiangular", "legendre-gauss")
+HEALPIX_GRIDS = ("healpix", "healpix_nested")
+
+
+def torch_harmonics_shape(grid: str, nlat: int) -> tuple[int, int]:
+    """``(nlat, nlon)`` of a torch-harmonics grid: ``nlon = 2(nlat−1)`` (equiangular), ``2·nlat`` (LG).
+
+    Raises ``ValueError`` for an unknown grid or ``nlat`` below 3 (equiangular) / 2 (LG).
+    """
+    if grid not in TORCH_HARMONICS_GRIDS:
+        raise ValueError(f"grid must be one of {list(TORCH_HARMONICS_GRIDS)}, got {grid!r}")
+    minimum = 3 if grid == "equiangular" else 2
+    if isinstance(nlat, bool) or not isinstance(nlat, int | np.integer) or nlat < minimum:
+        raise ValueError(f"nlat must be an integer >= {minimum} on the {grid} grid, got {nlat!r}")
+    return (int(nlat), 2 * (int(nlat) - 1) if grid == "equiangular" else 2 * int(nlat))
+
+
+def torch_harmonics_levels(grid: str, nlat: int, n_levels: int) -> list[int]:
+    """``nlat`` of ``n_levels`` grids, each half the resolution of the one before.
+
+    Equiangular: ``nlat → (nlat−1)/2 + 1`` (every other colatitude, poles kept); Legendre–Gauss:
+    ``nlat → nlat/2``. ``nlon`` halves with it (:func:`torch_harmonics_shape`).
+
+    Raises:
+        ValueError: if a level cannot be halved exactly; names the smallest ``nlat`` that works.
+    """
+    torch_harmonics_shape(grid, nlat)
+    levels = [int(nlat)]
+    for _ in range(n_levels - 1):
+        n = levels[-1]
+        ok = (n - 1) % 2 == 0 and n >= 5 if grid == "equiangular" else n % 2 == 0 and n >= 4
+        if not ok:
+            good = 2 ** (n_levels - 1) + 1 if grid == "equiangular" else 2**n_levels
+            raise ValueError(
+                f"nlat={nlat} on the {grid} grid cannot be halved {n_levels - 1} times "
+                f"(level nlat={n}); use e.g. nlat={good} × a power of two"
+                + (" (minus the pole row: 2^k·m + 1)" if grid == "equiangular" else "")
+            )
+        levels.append((n - 1) // 2 + 1 if grid == "equiangular" else n // 2)
+    return levels
+
+
+def grid_resolution(name: str, bandwidth: int, nside: int, nlat: int) -> int:
+    """The resolution key of grid ``name``: ``nside`` (HEALPix), ``nlat`` (torch-harmonics), else B."""
+    if name in HEALPIX_GRIDS:
+        return nside
+    return nlat if name in TORCH_HARMONICS_GRIDS else bandwidth
+
+
+def torch_harmonics_colatitudes(grid: str, nlat: int) -> np.ndarray:
+    """Colatitudes (float64, north to south) of a torch-harmonics grid, from torch-harmonics."""
+    from torch_harmonics.quadrature import precompute_latitudes
+
+    torch_harmonics_shape(grid, nlat)
+    return precompute_latitudes(int(nlat), grid=grid)[0].numpy().astype(np.float64)
 
 
 def soft_betas(bandwidth: int) -> np.ndarray:
@@ -105,19 +167,23 @@ class SphereGrid:
 
     def points_numpy(self) -> np.ndarray:
         """Like :meth:`points`, as a float64 numpy array."""
-        if self.name == "healpix":
+        if self.name in HEALPIX_GRIDS:
             import healpy
 
-            x, y, z = healpy.pix2vec(self.resolution, np.arange(self.num_points), nest=False)
+            nest = self.name == "healpix_nested"
+            x, y, z = healpy.pix2vec(self.resolution, np.arange(self.num_points), nest=nest)
             return np.stack([x, y, z], axis=-1)
         betas, alphas = self.product_angles()
         beta, alpha = np.meshgrid(betas, alphas, indexing="ij")
         return angles_to_xyz(beta, alpha).reshape(-1, 3)
 
     def product_angles(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(betas, alphas)`` of a product grid (soft, paper); ``None`` for healpix."""
-        if self.name == "healpix":
+        """``(betas, alphas)`` of a product grid (soft, paper, torch-harmonics); ``None`` for healpix."""
+        if self.name in HEALPIX_GRIDS:
             return None
+        if self.name in TORCH_HARMONICS_GRIDS:
+            nlat, nlon = self.shape
+            return torch_harmonics_colatitudes(self.name, nlat), 2 * np.pi * np.arange(nlon) / nlon
         b = self.resolution
         return (soft_betas(b) if self.name == "soft" else paper_betas(b)), soft_alphas(b)
 
@@ -134,13 +200,17 @@ def make_grid(name: str, resolution: int) -> SphereGrid:
 
     Args:
         name: one of ``soft`` (the network grid), ``paper`` (lie_learn's Driscoll–Healy grid, half
-            a pixel off in beta) or ``healpix``.
-        resolution: bandwidth ``B ≥ 2`` for soft/paper; ``nside`` (a power of two) for healpix.
+            a pixel off in beta), ``healpix`` (RING), ``healpix_nested``, ``equiangular`` or
+            ``legendre-gauss`` (torch-harmonics grids).
+        resolution: bandwidth ``B ≥ 2`` for soft/paper; ``nside`` (a power of two) for healpix;
+            ``nlat`` for the torch-harmonics grids.
     """
+    if name in TORCH_HARMONICS_GRIDS:
+        return SphereGrid(name, int(resolution), torch_harmonics_shape(name, resolution))
     if name in ("soft", "paper"):
         check_bandwidth(resolution)
         return SphereGrid(name, int(resolution), (2 * int(resolution), 2 * int(resolution)))
-    if name == "healpix":
+    if name in HEALPIX_GRIDS:
         nside = int(resolution)
         if nside < 1 or nside & (nside - 1):
             raise ValueError(

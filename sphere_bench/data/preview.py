@@ -45,10 +45,17 @@ MASK_COLORS = np.array(
 
 def lookup(values: np.ndarray, grid: SphereGrid, beta: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Nearest-sample values of a spherical signal at angles ``(beta, alpha)`` (any shape)."""
-    if grid.name == "healpix":
+    if grid.name in ("healpix", "healpix_nested"):
         import healpy
 
-        return values[healpy.ang2pix(grid.resolution, beta, alpha)]
+        nest = grid.name == "healpix_nested"
+        return values[healpy.ang2pix(grid.resolution, beta, alpha, nest=nest)]
+    if grid.name in ("equiangular", "legendre-gauss"):
+        thetas, phis = grid.product_angles()
+        j = np.abs(beta[..., None] - thetas).argmin(-1)
+        step = 2 * np.pi / len(phis)
+        k = np.rint(np.mod(alpha, 2 * np.pi) / step).astype(int) % len(phis)
+        return values.reshape(grid.shape)[j, k]
     b = grid.resolution
     betas = soft_betas(b) if grid.name == "soft" else np.pi * np.arange(2 * b) / (2 * b)
     j = np.abs(beta[..., None] - betas).argmin(-1)
@@ -58,7 +65,7 @@ def lookup(values: np.ndarray, grid: SphereGrid, beta: np.ndarray, alpha: np.nda
 
 def equirectangular(values: np.ndarray, grid: SphereGrid, height: int = 90) -> np.ndarray:
     """The signal on a ``[colatitude, longitude]`` raster (longitude −180°…180°)."""
-    if grid.name != "healpix":
+    if grid.name in ("soft", "paper"):
         b = grid.resolution
         return np.roll(values.reshape(2 * b, 2 * b), b, axis=1)  # alpha in [pi, 2pi) first
     beta = (np.arange(height) + 0.5) * np.pi / height

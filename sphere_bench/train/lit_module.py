@@ -189,12 +189,13 @@ class SphericalLitModule(LightningModule):
         if self.task == "classification":
             ok = logits.dim() == 2 and y.dim() == 1
         else:
-            ok = logits.dim() == 4 and y.dim() == 3 and logits.shape[-2:] == y.shape[-2:]
+            # [N, C, *grid] logits for [N, *grid] masks: grid = (H, W), or (npix,) on HEALPix
+            ok = logits.dim() == y.dim() + 1 >= 3 and logits.shape[2:] == y.shape[1:]
         if not ok or logits.shape[0] != y.shape[0] or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"{self.task}: expected logits [N, {self.num_classes}"
-                f"{'' if self.task == 'classification' else ', H, W'}] and targets "
-                f"[N{'' if self.task == 'classification' else ', H, W'}], got logits "
+                f"{'' if self.task == 'classification' else ', *grid'}] and targets "
+                f"[N{'' if self.task == 'classification' else ', *grid'}], got logits "
                 f"{list(logits.shape)} and targets {list(y.shape)}"
             )
         loss = F.cross_entropy(logits, y, weight=self.class_weights)

@@ -81,8 +81,8 @@ IGNORED_KEYS: tuple[str, ...] = (
 )
 
 DATA_FIELDS = (
-    "task", "dataset", "grid", "bandwidth", "nside", "n_train", "n_val", "n_test", "rotate_train",
-    "rotate_test", "augmentation", "interpolation", "n_items",
+    "task", "dataset", "grid", "bandwidth", "nside", "nlat", "n_train", "n_val", "n_test",
+    "rotate_train", "rotate_test", "augmentation", "interpolation", "n_items",
 )  # fmt: skip
 
 

@@ -85,6 +85,31 @@ def _models_for(task: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if tag in p.stem)
 
 
+RESOLUTION_KEY = {"healpix": "nside", "healpix_nested": "nside", "equiangular": "nlat",
+                  "legendre-gauss": "nlat"}  # fmt: skip
+
+
+def model_grid(model: Any) -> tuple[str | None, int | None]:
+    """The grid a model needs and its resolution, from its config node or the built net.
+
+    Models on a HEALPix or torch-harmonics grid declare ``grid`` (a class attribute or a config
+    key: ``healpix_nested``, ``equiangular``, ``legendre-gauss``) and ``nside`` / ``nlat``; the
+    other models (S2CNN, planar CNN) declare only ``bandwidth`` and run on the soft/paper grid,
+    returned as ``(None, None)``.
+    """
+    get = model.get if isinstance(model, DictConfig) else lambda k: getattr(model, k, None)
+    grid = get("grid")
+    if grid is None and isinstance(model, DictConfig) and "_target_" in model:
+        try:
+            grid = getattr(get_class(model._target_), "grid", None)
+        except Exception:  # an unimportable target: instantiate() reports it
+            grid = None
+    if not isinstance(grid, str) or grid not in RESOLUTION_KEY:
+        return None, None
+    resolution = get(RESOLUTION_KEY[grid])
+    return grid, None if resolution is None else int(resolution)
+
+
 def check_pairing(
     data_name: str,
     data_task: str,
@@ -92,8 +117,17 @@ def check_pairing(
     model_name: str,
     model_task: str | None,
     model_bandwidth: int | None,
+    *,
+    data_grid: str = "soft",
+    data_resolution: int | None = None,
+    model_grid: str | None = None,
+    model_resolution: int | None = None,
 ) -> None:
-    """One clear :class:`ValueError` if the model does not fit the data (task or bandwidth)."""
+    """One clear :class:`ValueError` if the model does not fit the data (task, grid, resolution).
+
+    ``model_grid``/``model_resolution`` (see :func:`model_grid`) name the grid a HEALPix or DISCO
+    model needs; without them the model needs the soft/paper grid at ``model_bandwidth``.
+    """
     if model_task is not None and model_task != data_task:
         other_data = "mnist_seg" if model_task == "segmentation" else "mnist_cls"
         raise ValueError(
@@ -101,11 +135,24 @@ def check_pairing(
             f"data. Pick a {data_task} model ({', '.join(_models_for(data_task))}) or "
             f"{model_task} data (e.g. data={other_data})."
         )
+    if model_grid is not None:
+        key = RESOLUTION_KEY[model_grid]
+        if data_grid != model_grid or (
+            model_resolution is not None and data_resolution != model_resolution
+        ):
+            have = f"data.{key}={data_resolution}" if data_grid in RESOLUTION_KEY else (
+                f"data.bandwidth={data_bandwidth}")  # fmt: skip
+            raise ValueError(
+                f"grid mismatch: model={model_name} needs data on the {model_grid} grid with "
+                f"{key}={model_resolution}, but data={data_name} is on data.grid={data_grid} "
+                f"({have}). Set data.grid={model_grid} data.{key}={model_resolution}."
+            )
+        return
     if model_bandwidth is not None and data_bandwidth is None:
         raise ValueError(
-            f"data={data_name} is on a grid without a bandwidth (healpix) but model={model_name} "
-            f"expects 2B x 2B inputs with B={model_bandwidth}; use data.grid=soft or "
-            "data.grid=paper."
+            f"data={data_name} is on data.grid={data_grid}, a grid without a bandwidth, but "
+            f"model={model_name} expects 2B x 2B inputs with B={model_bandwidth}; use "
+            "data.grid=soft or data.grid=paper."
         )
     if model_bandwidth is not None and int(model_bandwidth) != int(data_bandwidth):
         raise ValueError(
@@ -124,13 +171,20 @@ def check_config(cfg: DictConfig, model_name: str, data_name: str) -> None:
             model_task = getattr(get_class(cfg.model._target_), "task", None)
         except Exception:  # an unimportable target: instantiate() reports it
             model_task = None
+    data_grid = str(cfg.data.get("grid", "soft"))
+    grid, resolution = model_grid(cfg.model)
+    key = RESOLUTION_KEY.get(data_grid)
     check_pairing(
         data_name,
         cfg.data.task,
-        None if cfg.data.get("grid") == "healpix" else cfg.data.get("bandwidth"),
+        None if key else cfg.data.get("bandwidth"),
         model_name,
         model_task if isinstance(model_task, str) else None,
         cfg.model.get("bandwidth"),
+        data_grid=data_grid,
+        data_resolution=int(cfg.data.get(key)) if key and cfg.data.get(key) is not None else None,
+        model_grid=grid,
+        model_resolution=resolution,
     )
 
 
@@ -244,9 +298,12 @@ def fit_and_test(job: Job) -> None:
     datamodule = job.datamodule = instantiate(cfg.data)
     log.info("model=%s: %s", job.model_name, cfg.model._target_)
     net = job.net = instantiate(cfg.model)
+    grid, resolution = model_grid(net)
     check_pairing(
         job.data_name, datamodule.task, datamodule.bandwidth,
         job.model_name, getattr(net, "task", None), getattr(net, "bandwidth", None),
+        data_grid=datamodule.grid.name, data_resolution=datamodule.grid.resolution,
+        model_grid=grid, model_resolution=resolution,
     )  # fmt: skip
     lit = job.lit = SphericalLitModule(
         net=net,
