@@ -230,6 +230,11 @@ def test_tiny_training_job_per_paradigm(
     for name in ("nr", "r"):
         value = record["test"][name][metric]
         assert 0.0 <= value <= 1.0
+    equivariance = record["evaluation"]["equivariance"]
+    assert equivariance["grid"] == grid[0].split("=")[1] and equivariance["spectral_lmax"] == 16
+    assert 0.0 < equivariance["spectral_floor"] < 0.2
+    error = equivariance["spectral_rel_error" if "_seg" in model else "haar_rel_error"]
+    assert error > 0.0 and equivariance["grid_rel_error"] >= 0.0
     # a mismatched grid is one clear error before anything trains
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         bad = compose("config", overrides=[*overrides[:3], "data.bandwidth=16"])

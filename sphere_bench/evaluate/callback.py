@@ -6,8 +6,11 @@ checkpoint's weights) it measures
 
 * ``latency``: forward latency and throughput at the configured batch sizes
   (:func:`sphere_bench.evaluate.latency.measure_latency`; CUDA events on a GPU);
-* ``equivariance``: the equivariance/invariance errors on the first test samples
-  (:func:`sphere_bench.evaluate.equivariance.equivariance_errors`; SOFT grid only);
+* ``equivariance``: the equivariance/invariance errors on the first test samples: on the SOFT grid
+  :func:`sphere_bench.evaluate.equivariance.equivariance_errors`, on every grid with an analysis
+  (SOFT, HEALPix, torch-harmonics) the cross-grid comparable
+  :func:`sphere_bench.evaluate.equivariance.grid_equivariance_errors` (``spectral_*`` keys, and
+  on the other grids also their exact half-turns and Haar invariance);
 * ``train_peak_memory_mb``: the peak memory of the job up to the end of training (CUDA max
   allocated, or the process's peak RSS);
 * ``device``: device name, torch version, threads.
@@ -28,7 +31,7 @@ from pytorch_lightning.callbacks import Callback
 
 from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.spherical_dataset import render_samples
-from sphere_bench.evaluate.equivariance import equivariance_errors
+from sphere_bench.evaluate.equivariance import equivariance_errors, grid_equivariance_errors
 from sphere_bench.evaluate.latency import device_description, measure_latency
 from sphere_bench.system_info import peak_rss_mb
 
@@ -43,6 +46,8 @@ class EvaluationCallback(Callback):
         latency_warmup, latency_repeats: untimed and timed calls per batch size.
         equivariance_samples: test samples used for the equivariance error (0 disables it).
         haar_draws: Haar rotations per sample.
+        spectral_lmax: common band limit ``L`` of the spectral comparison on every grid (clamped
+            to what the grid's analysis resolves).
         seed: seeds the Haar rotations.
         enabled: ``False`` turns the callback into a no-op.
     """
@@ -54,6 +59,7 @@ class EvaluationCallback(Callback):
         latency_repeats: int = 5,
         equivariance_samples: int = 8,
         haar_draws: int = 2,
+        spectral_lmax: int = 16,
         seed: int = 0,
         enabled: bool = True,
     ) -> None:
@@ -63,6 +69,7 @@ class EvaluationCallback(Callback):
         self.latency_repeats = latency_repeats
         self.equivariance_samples = equivariance_samples
         self.haar_draws = haar_draws
+        self.spectral_lmax = int(spectral_lmax)
         self.seed = seed
         self.enabled = enabled
         self.results: dict[str, Any] = {}
@@ -102,8 +109,9 @@ class EvaluationCallback(Callback):
     ) -> dict[str, Any] | None:
         if self.equivariance_samples <= 0:
             return None
-        if getattr(datamodule, "grid", None) is None or datamodule.grid.name != "soft":
-            log.info("equivariance error skipped: defined on the SOFT grid only")
+        grid = getattr(datamodule, "grid", None)
+        if grid is None or grid.name == "paper":
+            log.info("equivariance error skipped: no exact grid analysis on the paper grid")
             return None
         name, dataset = next(iter(datamodule.test_sets.items()))
         spec = datamodule.test_specs[name]
@@ -118,11 +126,22 @@ class EvaluationCallback(Callback):
             x, _ = render_samples(spec, source, ids, extra.to(torch.float32) @ own)
             return x.to(torch.float32).unsqueeze(1)
 
-        errors = equivariance_errors(
-            net, inputs, datamodule.task, rerender, n_haar=self.haar_draws,
-            generator=torch.Generator().manual_seed(self.seed),
+        def generator() -> torch.Generator:
+            return torch.Generator().manual_seed(self.seed)
+
+        spectral = grid_equivariance_errors(
+            net, inputs, datamodule.task, grid, rerender, n_haar=self.haar_draws,
+            generator=generator(), lmax=self.spectral_lmax,
         )  # fmt: skip
-        return {**errors, "n_samples": n, "test_set": name}
+        if grid.name == "soft":
+            errors = equivariance_errors(
+                net, inputs, datamodule.task, rerender, n_haar=self.haar_draws,
+                generator=generator(),
+            )  # fmt: skip
+            errors.update({k: v for k, v in spectral.items() if k.startswith("spectral_")})
+        else:
+            errors = spectral
+        return {**errors, "n_samples": n, "test_set": name, "grid": grid.name}
 
     def record_entries(self) -> dict[str, Any]:
         """What the training job stores in its result record."""
