@@ -21,8 +21,15 @@ export MPLBACKEND ?= Agg
 PRESET ?= quick
 # A preset may be several experiment files run one after the other.
 EXPERIMENTS_quick := quick quick_cls
+EXPERIMENTS_quick_paradigms := quick_paradigms quick_paradigms_cls
+# The report a preset writes: the quick preset's results/report.md reads only its own sweeps (other
+# presets' records in results/runs or results/records leave it unchanged); quick_paradigms writes
+# results/report_paradigms.md with its own module.
+REPORT_MODULE_quick_paradigms := sphere_bench.report.paradigms
+REPORT_ARGS_quick := --sweep quick_seg --sweep quick_cls
+REPORT_MODULE ?= $(or $(REPORT_MODULE_$(PRESET)),sphere_bench.report)
 SWEEP_ARGS ?=
-REPORT_ARGS ?=
+REPORT_ARGS ?= $(REPORT_ARGS_$(PRESET))
 # The report reads the records of this machine's runs, or the committed snapshot on a fresh clone.
 REPORT_RUNS ?= $(if $(wildcard results/runs/*/*.json),results/runs,results/records)
 
@@ -55,7 +62,7 @@ sweep_equivariance: install
 	scripts/quick_equivariance.sh $(SWEEP_ARGS)
 
 report: install
-	$(PY) -m sphere_bench.report --runs $(REPORT_RUNS) --out results $(REPORT_ARGS)
+	$(PY) -m $(REPORT_MODULE) --runs $(REPORT_RUNS) --out results $(REPORT_ARGS)
 
 # Preview figures of every dataset (a few test samples each, paper bandwidths).
 data: install

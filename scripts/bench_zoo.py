@@ -1,6 +1,7 @@
 """Latency, throughput and peak memory of every zoo model → ``results/bench.json`` (+ ``.md``).
 
-Every ``conf/model/*.yaml`` at its own bandwidth, forward pass (and forward + backward with
+Every ``conf/model/*.yaml`` at its own grid (SOFT bandwidth, HEALPix nside or torch-harmonics
+nlat), forward pass (and forward + backward with
 ``--train``), batch 1 and 32, through :func:`sphere_bench.evaluate.latency.measure_latency`
 (CUDA events on a GPU, ``perf_counter`` on the CPU; median and p10/p90 after warm-up). Each model
 runs in its own subprocess, so its peak memory is its own. A batch whose estimated activation
@@ -22,11 +23,35 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _input_shape(cfg) -> tuple[int, ...]:
+    """``(1, *grid)`` of one input: ``(1, 12·nside²)``, ``(1, nlat, nlon)`` or ``(1, 2B, 2B)``."""
+    if "nside" in cfg:
+        return (1, 12 * int(cfg.nside) ** 2)
+    if "nlat" in cfg:
+        from sphere_bench.data.grids import torch_harmonics_shape
+
+        return (1, *torch_harmonics_shape(str(cfg.grid), int(cfg.nlat)))
+    side = 2 * int(cfg.bandwidth)
+    return (1, side, side)
+
+
+def _grid_label(cfg) -> str:
+    if "nside" in cfg:
+        return f"HEALPix nside {cfg.nside}"
+    if "nlat" in cfg:
+        return f"{cfg.grid} {cfg.nlat}"
+    return f"B = {cfg.bandwidth}"
+
+
 def _activation_gb(model_name: str, batch: int) -> float:
     """A rough upper bound of the forward activations in GB (float32), to skip hopeless runs."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(REPO / "conf" / "model" / f"{model_name}.yaml")
+    if "bandwidth" not in cfg:  # graph / DISCO nets: a few copies of every level's features
+        points = _input_shape(cfg)[1:]
+        floats = sum(cfg.channels) * (points[0] * (points[1] if len(points) > 1 else 1))
+        return 12 * batch * floats * 4 / 1e9
     if "s2cnn" in model_name:
         channels = list(cfg.get("channels", [20, 40]))
         bandlimits = list(cfg.get("bandlimits", [10, 6]))
@@ -46,15 +71,14 @@ def _worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     cfg = OmegaConf.load(REPO / "conf" / "model" / f"{spec['model']}.yaml")
     model = instantiate(cfg)
-    side = 2 * int(cfg.bandwidth)
     timing = measure_latency(
-        model, (1, side, side), spec["batch"], spec["device"], mode=spec["mode"],
+        model, _input_shape(cfg), spec["batch"], spec["device"], mode=spec["mode"],
         warmup=spec["warmup"], repeats=spec["repeats"],
     )  # fmt: skip
     return {
         **timing.as_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "bandwidth": int(cfg.bandwidth),
+        "grid": _grid_label(cfg),
         **device_description(spec["device"]),
     }
 
@@ -80,11 +104,12 @@ def markdown(result: dict) -> str:
         "peak memory of the measurement's process (CPU: peak RSS incl. ~0.5–0.8 GB of torch "
         "itself; GPU: max allocated).",
         "",
-        "| model | params | B | mode | batch | ms/batch | p10–p90 ms | images/s | peak MB |",
+        "| model | params | grid | mode | batch | ms/batch | p10–p90 ms | images/s | peak MB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        head = f"| {r['model']} | {r.get('parameters', '')} | {r.get('bandwidth', '')} | "
+        grid = r.get("grid") or (f"B = {r['bandwidth']}" if "bandwidth" in r else "")
+        head = f"| {r['model']} | {r.get('parameters', '')} | {grid} | "
         head += f"{r['mode']} | {r['batch']} |"
         if "skipped" in r:
             lines.append(f"{head} skipped: {r['skipped']} | | | |")

@@ -137,17 +137,21 @@ def laplacian_matrix(nside: int) -> torch.Tensor:
 
 
 def apply_laplacian(x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
-    """``L̃ x`` for ``x [..., npix]`` (NESTED) and the CSR matrix of :func:`laplacian_matrix`."""
-    shape = x.shape
-    flat = x.reshape(-1, shape[-1]).transpose(0, 1)  # [npix, batch·channels]
-    return torch.sparse.mm(laplacian, flat.contiguous()).transpose(0, 1).reshape(shape)
+    """``L̃ x`` for pixel-major ``x [npix, ...]`` (NESTED), ``L̃`` CSR (:func:`laplacian_matrix`).
+
+    Pixel-major signals (``[npix, batch, channels]``, the layout inside the models) make this one
+    sparse × dense product with no transposes.
+    """
+    return torch.sparse.mm(laplacian, x.reshape(x.shape[0], -1)).reshape(x.shape)
 
 
 class ChebConv(nn.Module):
     """Chebyshev graph convolution ``y = Σ_{k<K} T_k(L̃) x Θ_k + b`` (Defferrard et al. 2016).
 
-    ``[B, C_in, npix] → [B, C_out, npix]``; parameters ``K·C_in·C_out + C_out``. ``K = 1`` is a
-    pointwise (1×1) layer; ``K`` is the filter's reach in graph hops plus one.
+    ``[B, C_in, npix] → [B, C_out, npix]`` (:meth:`forward`), or pixel-major
+    ``[npix, B, C_in] → [npix, B, C_out]`` (:meth:`forward_pixel_major`, used inside the models);
+    parameters ``K·C_in·C_out + C_out``. ``K = 1`` is a pointwise (1×1) layer; ``K`` is the
+    filter's reach in graph hops plus one.
     """
 
     def __init__(self, c_in: int, c_out: int, order: int, nside: int) -> None:
@@ -164,25 +168,32 @@ class ChebConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c_out))
         nn.init.normal_(self.weight, std=(2.0 / (c_in * self.order)) ** 0.5)
 
-    def laplacian(self, x: torch.Tensor) -> torch.Tensor:
+    def _laplacian(self, dtype: torch.dtype) -> torch.Tensor:
         npix = 12 * self.nside**2
-        lap = torch.sparse_csr_tensor(
+        return torch.sparse_csr_tensor(
             self.lap_crow,
             self.lap_col,
-            self.lap_values.to(x.dtype),
+            self.lap_values.to(dtype),
             (npix, npix),
             check_invariants=False,  # valid by construction (laplacian_matrix)
         )
-        return apply_laplacian(x, lap)
+
+    def forward_pixel_major(self, x: torch.Tensor) -> torch.Tensor:
+        """``[npix, B, C_in] → [npix, B, C_out]``."""
+        c_in = x.shape[-1]
+        out = torch.addmm(self.bias, x.reshape(-1, c_in), self.weight[0])
+        if self.order > 1:
+            lap = self._laplacian(x.dtype)
+            previous, current = x, apply_laplacian(x, lap)
+            out = out + current.reshape(-1, c_in) @ self.weight[1]
+            for k in range(2, self.order):
+                previous, current = current, 2 * apply_laplacian(current, lap) - previous
+                out = out + current.reshape(-1, c_in) @ self.weight[k]
+        return out.reshape(*x.shape[:-1], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        terms = [x]
-        if self.order > 1:
-            terms.append(self.laplacian(x))
-        for _ in range(2, self.order):
-            terms.append(2 * self.laplacian(terms[-1]) - terms[-2])
-        stacked = torch.stack(terms, dim=1)  # [B, K, C_in, P]
-        return torch.einsum("bkcp,kco->bop", stacked, self.weight) + self.bias[:, None]
+        """``[B, C_in, npix] → [B, C_out, npix]``."""
+        return self.forward_pixel_major(x.permute(2, 0, 1).contiguous()).permute(1, 2, 0)
 
 
 def pool_nested(x: torch.Tensor) -> torch.Tensor:
@@ -195,11 +206,27 @@ def unpool_nested(x: torch.Tensor) -> torch.Tensor:
     return x.repeat_interleave(4, dim=-1)
 
 
-class _Block(nn.Sequential):
-    """ChebConv → BatchNorm1d → ReLU."""
+def _pool_pm(x: torch.Tensor) -> torch.Tensor:
+    """:func:`pool_nested` on pixel-major ``[npix, ...]``."""
+    return x.reshape(x.shape[0] // 4, 4, *x.shape[1:]).amax(1)
+
+
+def _unpool_pm(x: torch.Tensor) -> torch.Tensor:
+    """:func:`unpool_nested` on pixel-major ``[npix, ...]``."""
+    return x.repeat_interleave(4, dim=0)
+
+
+class _Block(nn.Module):
+    """ChebConv → BatchNorm (statistics over pixels and batch) → ReLU, pixel-major."""
 
     def __init__(self, c_in: int, c_out: int, order: int, nside: int) -> None:
-        super().__init__(ChebConv(c_in, c_out, order, nside), nn.BatchNorm1d(c_out), nn.ReLU())
+        super().__init__()
+        self.conv = ChebConv(c_in, c_out, order, nside)
+        self.norm = nn.BatchNorm1d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv.forward_pixel_major(x)
+        return torch.relu(self.norm(y.reshape(-1, y.shape[-1])).reshape(y.shape))
 
 
 def _levels(nside: int, n_stages: int) -> list[int]:
@@ -260,11 +287,12 @@ class HealpixGCNNClassifier(nn.Module):
                 f"expected NESTED HEALPix input [B, C, {npix}] (nside={self.nside}), got "
                 f"{list(x.shape)}; use data.grid=healpix_nested data.nside={self.nside}"
             )
+        x = x.permute(2, 0, 1).contiguous()  # pixel-major [npix, B, C]
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i < len(self.blocks) - 1:
-                x = pool_nested(x)
-        return self.head(x.mean(-1))
+                x = _pool_pm(x)
+        return self.head(x.mean(0))
 
 
 class HealpixGCNNSegmenter(nn.Module):
@@ -316,12 +344,13 @@ class HealpixGCNNSegmenter(nn.Module):
                 f"expected NESTED HEALPix input [B, C, {npix}] (nside={self.nside}), got "
                 f"{list(x.shape)}; use data.grid=healpix_nested data.nside={self.nside}"
             )
+        x = x.permute(2, 0, 1).contiguous()  # pixel-major [npix, B, C]
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x)
             if i < len(self.encoder) - 1:
                 skips.append(x)
-                x = pool_nested(x)
+                x = _pool_pm(x)
         for block in self.decoder:
-            x = block(torch.cat([unpool_nested(x), skips.pop()], dim=1))
-        return self.head(x)
+            x = block(torch.cat([_unpool_pm(x), skips.pop()], dim=-1))
+        return self.head.forward_pixel_major(x).permute(1, 2, 0)
