@@ -77,10 +77,10 @@ from sphere_bench.models.kernel_grids import (
     s2_near_identity_grid,
     so3_near_identity_grid,
 )
-from sphere_bench.models.paper_upsampling import check_upsampling, so3_analysis_aliased_chunks
+from sphere_bench.models.paper_upsampling import check_upsampling, so3_analysis_aliased
 from sphere_bench.models.s2_fft import s2_analysis_pairs, s2_synthesis_pairs
 from sphere_bench.models.so3_fft import (
-    so3_analysis_chunks,
+    so3_analysis_spatial,
     so3_from_spatial_major,
     so3_integrate,
     so3_spatial_major,
@@ -113,12 +113,13 @@ CHUNK_OVERHEAD_FLOPS = 2.0e6
 def _rows_from_pairs(
     spec: torch.Tensor, num_degrees: int, lo: int, hi: int, n: int, c: int
 ) -> torch.Tensor:
-    """Analysis chunk ``[(m, n'), (r, N, C), l]`` (``m < hi``, all ``|n'| < L``) → complex
-    ``[l, (m, N), (k, C)]`` with ``|k| < hi``: the left operands of the per-degree products
-    (one copy)."""
+    """Analysis ``[(m, n'), (r, N, C), l]`` (:func:`.so3_fft.so3_analysis_spatial`) → complex
+    ``[l, (m, N), (k, C)]`` for ``lo ≤ l < hi``, ``m < hi``, ``|k| < hi``: the left operands of
+    the chunk's per-degree products (one copy)."""
     L, lc = num_degrees, hi - lo
     win = slice(L - hi, L + hi - 1)
-    rows = spec.view(hi, 2 * L - 1, 2, n, c, lc)[:, win].permute(5, 0, 3, 1, 4, 2)
+    rows = spec.view(L, 2 * L - 1, 2, n, c, L)[:hi, win, :, :, :, lo:hi]
+    rows = rows.permute(5, 0, 3, 1, 4, 2)
     return torch.view_as_complex(rows.contiguous()).view(lc, hi * n, (2 * hi - 1) * c)
 
 
@@ -220,15 +221,16 @@ class _GridKernelCorrelation(nn.Module):
             return self.b_out
         return min(self.b_in, self.b_out)
 
-    def _so3_analysis(
-        self, x: torch.Tensor, num_degrees: int, chunks: tuple[tuple[int, int], ...]
-    ) -> list[torch.Tensor]:
-        """Chunked forward SO(3) transform of ``x`` ``[N, C, 2b_in, 2b_in, 2b_in]``: exact, or
-        the reference's aliased one when :meth:`spectral_degrees` exceeds ``b_in``."""
+    def _so3_analysis(self, x: torch.Tensor, num_degrees: int) -> torch.Tensor:
+        """Forward SO(3) transform of ``x`` ``[N, C, 2b_in, 2b_in, 2b_in]`` in the layout of
+        :func:`.so3_fft.so3_analysis_spatial` (``[(m, n), (r, N, C), l]``): exact, or the
+        reference's aliased one when :meth:`spectral_degrees` exceeds ``b_in``."""
         if num_degrees > self.b_in:
-            flat = x.reshape(-1, *x.shape[2:])
-            return so3_analysis_aliased_chunks(flat, num_degrees, chunks)
-        return so3_analysis_chunks(so3_spatial_major(x), num_degrees, chunks)
+            L, p = num_degrees, x.shape[0] * x.shape[1]
+            spec = so3_analysis_aliased(x.reshape(-1, *x.shape[2:]), L)  # [m, n, l, P]
+            spec = torch.view_as_real(spec).permute(0, 1, 4, 3, 2)
+            return spec.reshape(L * (2 * L - 1), 2 * p, L)
+        return so3_analysis_spatial(so3_spatial_major(x), num_degrees)
 
     def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
         """FLOPs of one padded degree chunk (analysis, product, synthesis) at batch ``n``."""
@@ -372,11 +374,9 @@ class SO3Convolution(_GridKernelCorrelation):
         return torch.view_as_complex(spec)
 
     def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
-        lc, w, L = hi - lo, 2 * hi - 1, self.spectral_degrees()
+        lc, w = hi - lo, 2 * hi - 1
         c, d = self.nfeature_in, self.nfeature_out
-        analysis = 2 * hi * (2 * L - 1) * 2 * n * c * 2 * self.b_in * lc
-        product = 8 * lc * hi * n * w * c * w * d
-        return float(analysis + product)
+        return float(8 * lc * hi * n * w * c * w * d)
 
     def kernel_chunk(self, phi_conj: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """``conj(K^l_{nk}(c, d))`` for ``lo ≤ l < hi`` and ``|n|, |k| < hi`` as the right
@@ -404,12 +404,11 @@ class SO3Convolution(_GridKernelCorrelation):
         self._check_input(x)
         n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
         L = self.spectral_degrees()
-        chunks = self.degree_chunks(n)
-        spec = self._so3_analysis(x, L, chunks)
+        spec = self._so3_analysis(x, L)
         phi = torch.conj_physical(_so3_phi(self.kernel * self.scaling, self.grid, L))
         buf = _synthesis_buffer(L, n, d, x.dtype, x.device)
-        for (lo, hi), f in zip(chunks, spec, strict=True):
-            a = _rows_from_pairs(f, L, lo, hi, n, c)  # [l, (m N), (k c)]
+        for lo, hi in self.degree_chunks(n):
+            a = _rows_from_pairs(spec, L, lo, hi, n, c)  # [l, (m N), (k c)]
             z = torch.bmm(a, self.kernel_chunk(phi, lo, hi))  # [l, (m N), (n' d)]
             _store_products(buf, z, lo, hi, n, d)
         return self._synthesize(buf, n)
@@ -457,24 +456,20 @@ class SO3ToS2Convolution(_GridKernelCorrelation):
         return torch.view_as_complex(torch.bmm(table, phi_r).view(size, L, c, d, 2))
 
     def _chunk_cost(self, n: int, lo: int, hi: int) -> float:
-        lc, w, L = hi - lo, 2 * hi - 1, self.spectral_degrees()
-        c, d = self.nfeature_in, self.nfeature_out
-        analysis = 2 * hi * (2 * L - 1) * 2 * n * c * 2 * self.b_in * lc
-        product = 8 * lc * hi * n * w * c * d
-        return float(analysis + product)
+        lc, w = hi - lo, 2 * hi - 1
+        return float(8 * lc * hi * n * w * self.nfeature_in * self.nfeature_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C_in, 2b_in, 2b_in, 2b_in]`` → ``[N, C_out, 2b_out, 2b_out]`` (contiguous)."""
         self._check_input(x)
         n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
         L = self.spectral_degrees()
-        chunks = self.degree_chunks(n)
-        spec = self._so3_analysis(x, L, chunks)
+        spec = self._so3_analysis(x, L)
         kappa = self.kernel_spectrum(L).conj()  # [k, l, c, d]
         h = torch.zeros(L, L, n * d, dtype=kappa.dtype, device=x.device)  # [m, l, (N d)]
-        for (lo, hi), f in zip(chunks, spec, strict=True):
+        for lo, hi in self.degree_chunks(n):
             lc = hi - lo
-            a = _rows_from_pairs(f, L, lo, hi, n, c)  # [l, (m N), (k c)]
+            a = _rows_from_pairs(spec, L, lo, hi, n, c)  # [l, (m N), (k c)]
             k = kappa[L - hi : L + hi - 1, lo:hi].transpose(0, 1).reshape(lc, -1, d)
             h[:hi, lo:hi] = torch.bmm(a, k).view(lc, hi, n * d).transpose(0, 1)  # h^l_m
         y = s2_synthesis_pairs(h, self.b_out)

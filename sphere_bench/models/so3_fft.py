@@ -41,7 +41,7 @@ from sphere_bench.models.s2_fft import (
     quadrature_tensor,
 )
 from sphere_bench.models.wigner import (
-    so3_analysis_chunk_table,
+    so3_analysis_table,
     so3_pair_table,
     so3_synthesis_table,
 )
@@ -276,64 +276,24 @@ def so3_from_spatial_major(y: torch.Tensor, n: int, c: int) -> torch.Tensor:
     return y.view(a, g, n, c, b).permute(2, 3, 4, 0, 1)
 
 
-def so3_analysis_chunks(
-    x: torch.Tensor, num_degrees: int, chunks: tuple[tuple[int, int], ...]
-) -> list[torch.Tensor]:
-    """Forward SO(3) transform of a spatial-major signal, one result per degree chunk.
+def so3_analysis_spatial(x: torch.Tensor, num_degrees: int) -> torch.Tensor:
+    """Forward SO(3) transform of a spatial-major signal.
 
     Args:
         x: real ``[2B(α), 2B(γ), P, 2B(β)]`` contiguous.
         num_degrees: ``L ≤ B``.
-        chunks: consecutive ``[lo, hi)`` covering ``0 … L−1`` (:func:`.wigner.plan_degree_chunks`).
 
     Returns:
-        per chunk ``[hi·(2L−1), 2P, hi − lo]``: ``F^l_{mn}`` at ``[(m, n + L − 1), (r, p), l − lo]``
-        (``r = 0`` real, ``1`` imaginary part) for ``0 ≤ m < hi`` (zero for ``l < max(m, |n|)``);
-        the normalisation of :func:`so3_fft`.
+        real ``[L(2L−1), 2P, L]``: ``F^l_{mn}`` at ``[(m, n + L − 1), (r, p), l]`` (``r = 0``
+        real, ``1`` imaginary part) for ``0 ≤ m < L`` (zero for ``l < max(m, |n|)``); the
+        normalisation of :func:`so3_fft`.
     """
     size, p = x.shape[0], x.shape[2]
     b, L = size // 2, num_degrees
     wa, wg, _, _ = _dft_mats(b, L, x.dtype, x.device)
     y = (wa @ x.view(size, -1)).view(L, 2 * size, p * size)  # [m, (r γ), (P β)]
     z = torch.matmul(wg, y).view(L * (2 * L - 1), 2 * p, size)  # [(m n), (r P), β]
-    tables = [so3_analysis_chunk_table(b, L, lo, hi, x.dtype, x.device) for lo, hi in chunks]
-    return list(_ChunkedPairProduct.apply(z, *tables))
-
-
-class _ChunkedPairProduct(torch.autograd.Function):
-    """``out_c = z[:rows_c] @ T_c`` for tables ``T_c [rows_c, K, l_c]`` (rows a prefix of ``z``).
-
-    Autograd of the slices would materialise one zero-filled full-size gradient per chunk; this
-    backward accumulates the chunks into one buffer instead (``baddbmm_`` on its prefixes,
-    largest chunk first).
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, *tables: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        ctx.save_for_backward(*tables)
-        ctx.z_shape = z.shape
-        return tuple(torch.bmm(z[: t.shape[0]], t) for t in tables)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        tables = ctx.saved_tensors
-        order = sorted(range(len(tables)), key=lambda i: -tables[i].shape[0])
-        gz = None
-        for i in order:
-            g, t = grads[i], tables[i]
-            if g is None:
-                continue
-            rows = t.shape[0]
-            if gz is None:
-                gz = g.new_zeros(ctx.z_shape) if rows < ctx.z_shape[0] else None
-                if gz is None:
-                    gz = torch.bmm(g, t.transpose(1, 2))
-                    continue
-            gz[:rows].baddbmm_(g, t.transpose(1, 2))
-        if gz is None:
-            gz = tables[0].new_zeros(ctx.z_shape)
-        return (gz, *([None] * len(tables)))
+    return torch.bmm(z, so3_analysis_table(b, L, x.dtype, x.device))
 
 
 def so3_synthesis_spatial(coeffs: torch.Tensor, bandwidth: int) -> torch.Tensor:

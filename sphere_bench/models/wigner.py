@@ -51,7 +51,7 @@ __all__ = [
     "so3_pair_table",
     "s2_pair_table",
     "cache_dir",
-    "so3_analysis_chunk_table",
+    "so3_analysis_table",
     "so3_synthesis_table",
     "kernel_chunk_table",
     "plan_degree_chunks",
@@ -190,9 +190,13 @@ def _compute_soft_compact(bandwidth: int) -> np.ndarray:
 _compact_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=2)
 def soft_wigner_d_compact(bandwidth: int) -> np.ndarray:
     """``d^l_{mn}(β_j)`` on the SOFT grid, half layout, float64, shape ``[P, 2B]``.
+
+    Kept in memory for the two most recent bandwidths only: the float32 tables built from it
+    are cached themselves, and a multi-bandwidth network would otherwise hold every float64
+    array (~150 MB for the 204k S2CNN) for its lifetime.
 
     Row ``compact_offsets(B)[l] + m (2l+1) + (n + l)`` holds ``d^l_{mn}(β_j)`` for ``l < B``,
     ``0 ≤ m ≤ l``, ``|n| ≤ l``; ``P = Σ_{l<B} (l+1)(2l+1)``. Loaded from the disk cache when
@@ -328,29 +332,47 @@ def clear_memory_cache() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def so3_analysis_chunk_table(
-    bandwidth: int, num_degrees: int, lo: int, hi: int, dtype: torch.dtype,
-    device: torch.device | str,
-) -> torch.Tensor:
-    """Analysis table of the degree chunk ``lo ≤ l < hi``, quadrature weights folded in.
+def _pair_table_np(
+    bandwidth: int, num_degrees: int, np_dtype, l_last: bool, scale: np.ndarray
+) -> np.ndarray:
+    """``d^l_{mn}(β_j)`` for ``0 ≤ m < L``, ``|n| < L`` as ``[L(2L−1), 2B, L]`` (``l_last``) or
+    ``[L(2L−1), L, 2B]``, times ``scale`` (broadcast against ``[valid rows, 2B]``), zero where
+    ``l < max(m, |n|)``; only the non-zero rows pass through float64 (low peak memory)."""
+    L, size = num_degrees, 2 * bandwidth
+    idx = _pair_index(L, bandwidth).reshape(L * (2 * L - 1), L)  # [(m n), l]
+    valid = idx < compact_offsets(bandwidth)[-1]
+    pair, deg = np.nonzero(valid)
+    values = soft_wigner_d_compact(bandwidth)[idx[pair, deg]] * scale(deg)  # [valid, 2B]
+    if l_last:
+        out = np.zeros((L * (2 * L - 1), size, L), dtype=np_dtype)
+        out[pair, :, deg] = values
+    else:
+        out = np.zeros((L * (2 * L - 1), L, size), dtype=np_dtype)
+        out[pair, deg, :] = values
+    return out
 
-    ``T[(m, n + L − 1), j, l − lo] = d^l_{mn}(β_j) · w_j / (8B²)`` for ``0 ≤ m < hi`` and all
-    ``|n| ≤ L − 1``; shape ``[hi·(2L−1), 2B, hi − lo]``, zero where ``l < max(m, |n|)``.
-    Built from the compact float64 table (no padded float64 table is kept). Cached.
+
+def _np_dtype(dtype: torch.dtype):
+    return np.float64 if dtype == torch.float64 else np.float32
+
+
+def so3_analysis_table(
+    bandwidth: int, num_degrees: int, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
+    """Analysis table ``T[(m, n + L − 1), j, l] = d^l_{mn}(β_j) · w_j / (8B²)``, quadrature
+    weights folded in; shape ``[L(2L−1), 2B, L]``, ``0 ≤ m < L``, ``|n| < L``, zero where
+    ``l < max(m, |n|)``. Built from the compact float64 table. Cached.
     """
     from sphere_bench.data.grids import soft_quadrature_weights
 
     _check_degrees(bandwidth, num_degrees)
     device = torch.device(device)
-    key = ("so3_an_chunk", bandwidth, num_degrees, lo, hi, dtype, device)
+    key = ("so3_an", bandwidth, num_degrees, dtype, device)
 
     def build() -> torch.Tensor:
-        L = num_degrees
-        idx = _pair_index(L, bandwidth)[:hi, :, lo:hi]  # [m, n, l]
-        t = _compact_with_zero_row(bandwidth)[idx.reshape(-1)]  # [(m n l), j]
-        t = t * (soft_quadrature_weights(bandwidth) / (8 * bandwidth**2))
-        t = torch.from_numpy(t).reshape(hi * (2 * L - 1), hi - lo, 2 * bandwidth)
-        return t.transpose(1, 2).to(dtype=dtype, device=device).contiguous()
+        w = soft_quadrature_weights(bandwidth) / (8 * bandwidth**2)
+        t = _pair_table_np(bandwidth, num_degrees, _np_dtype(dtype), True, lambda deg: w)
+        return torch.from_numpy(t).to(dtype=dtype, device=device)
 
     return _cached(key, build)
 
@@ -367,11 +389,9 @@ def so3_synthesis_table(
     key = ("so3_syn", bandwidth, num_degrees, dtype, device)
 
     def build() -> torch.Tensor:
-        L = num_degrees
-        t = _compact_with_zero_row(bandwidth)[_pair_index(L, bandwidth).reshape(-1)]
-        t = torch.from_numpy(t).reshape(L * (2 * L - 1), L, 2 * bandwidth)
-        t = t * (2 * torch.arange(L, dtype=torch.float64) + 1)[:, None]
-        return t.to(dtype=dtype, device=device).contiguous()
+        t = _pair_table_np(bandwidth, num_degrees, _np_dtype(dtype), False,
+                           lambda deg: (2.0 * deg + 1)[:, None])
+        return torch.from_numpy(t).to(dtype=dtype, device=device)
 
     return _cached(key, build)
 
@@ -388,10 +408,8 @@ def kernel_chunk_table(
     key = ("kernel_chunk", num_degrees, tuple(float(b) for b in betas), lo, hi, dtype, device)
 
     def build() -> torch.Tensor:
-        L, size = num_degrees, 2 * num_degrees - 1
-        t = kernel_d_table(L, betas, torch.float64, "cpu").view(size, size, L, len(betas))
-        s = slice(L - hi, L + hi - 1)
-        t = t[s, s, lo:hi].reshape((2 * hi - 1) ** 2, hi - lo, len(betas))
+        d = wigner_d_padded(hi, np.asarray(betas))[lo:hi]  # [l, n, k, b], |n|, |k| < hi
+        t = torch.from_numpy(d).permute(1, 2, 0, 3).reshape((2 * hi - 1) ** 2, hi - lo, -1)
         return t.to(dtype=dtype, device=device).contiguous()
 
     return _cached(key, build)
