@@ -52,7 +52,7 @@ DEFAULT_OLD_COMMIT = "f20decf"
 DEFAULT_REFERENCE = Path("/tmp/sphere_ref")
 # e3nn's SO3Grid keeps a dense [α, β, γ, Σ(2l+1)²] float32 matrix per activation grid, and
 # evaluates it densely: peers above these limits are reported as skipped, with the estimate.
-E3NN_GRID_LIMIT_GB = 4.0
+E3NN_GRID_LIMIT_GB = 1.0
 E3NN_GFLOP_LIMIT = 170.0
 
 
@@ -308,6 +308,7 @@ def _worker(spec: dict) -> dict:
         raise ValueError(kind)
 
     fn = fwd if spec["mode"] == "fwd" else fwd_bwd
+    sgemm = _sgemm_rate(5)["gflops_best"] if spec.get("count_flops") and not cuda else None
     t0 = time.perf_counter()
     fn()  # first call: builds / loads Wigner tables
     first_s = time.perf_counter() - t0
@@ -337,12 +338,49 @@ def _worker(spec: dict) -> dict:
     }
     if cuda:
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    if sgemm is not None:  # the machine's SGEMM rate right before and after this workload
+        out["sgemm_gflops"] = max(sgemm, _sgemm_rate(5)["gflops_best"])
     if spec.get("count_flops"):
         with FlopCounter() as counter:
             fn()
         out["gflop"] = counter.flops / 1e9
         out["gflop_by_op"] = {k: round(v / 1e9, 4) for k, v in counter.by_op.items()}
     return out
+
+
+def profile_markdown(size: str, batch: int, mode: str, rows: int = 25) -> str:
+    """``torch.profiler`` table (ops by self CPU time, one call after warm-up) and the FLOP
+    counter's split of one S2CNN workload, as markdown (``--profile``)."""
+    import hydra
+    import torch
+    from omegaconf import OmegaConf
+    from torch.profiler import ProfilerActivity, profile
+
+    model = hydra.utils.instantiate(OmegaConf.load(REPO / "conf" / "model" / f"{size}.yaml"))
+    b = model.bandwidth
+    x = torch.randn(batch, 1, 2 * b, 2 * b)
+
+    def fn():
+        if mode == "fwd":
+            with torch.no_grad():
+                model(x)
+        else:
+            model.zero_grad(set_to_none=True)
+            model(x).square().mean().backward()
+
+    for _ in range(2):
+        fn()
+    with FlopCounter() as counter:
+        fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    split = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(counter.by_op.items(),
+                                                              key=lambda kv: -kv[1]))
+    return (f"## {size} batch {batch} {mode}\n\n"
+            f"torch {torch.__version__}, {torch.get_num_threads()} thread, load "
+            f"{os.getloadavg()[0]:.1f}; executed GFLOP {counter.flops / 1e9:.2f} ({split}).\n\n"
+            f"```\n{table}\n```\n")
 
 
 def _table_timing() -> dict:
@@ -388,9 +426,9 @@ def _run_reference(spec: dict, python: str, src: str, cwd: Path) -> dict:
 
 def _has_reference(kind: str, size: object, batch: int, mode: str) -> bool:
     """Workloads the fork can run in reasonable time (its 204k takes 13 s / 32 s per call at
-    batch 1, 55 s / 129 s at batch 4: batch 1 only)."""
+    batch 1 on a quiet core: forward only)."""
     if kind == "model":
-        return not (size == "s2cnn_seg_204k" and batch > 1)
+        return size != "s2cnn_seg_204k" or (batch == 1 and mode == "fwd")
     if kind == "so3_pair":
         return size in (10, 20, 30)
     return kind == "s2_fft" and mode == "fwd"
@@ -466,8 +504,10 @@ def _markdown(results: dict) -> str:
         f"{results['repeats']} after {results['warmup']} warm-up (paper's code and e3nn: "
         f"median of {results['peer_repeats']}); torch {results['torch']}; {results['date']}.",
         f"Command: `{results['command']}`.",
-        f"SGEMM rate of this machine, same run: {rate:.1f} GFLOP/s (1024³ `torch.mm`, best of "
-        f"{results['repeats']}; median {sg.get('gflops_median', float('nan')):.1f}).",
+        f"SGEMM rate of this machine, same run: {rate:.1f} GFLOP/s at the start (1024³ "
+        f"`torch.mm`, best of {results['repeats']}); % SGEMM uses the rate measured by each "
+        "workload's own process right before and after its timing (the better of the two), "
+        "so that both see the same machine load.",
         f"Previous implementation: commit {results['old_commit']} (`git worktree`), same worker "
         "code, same run. Paper's code: the fork's s2cnn (`scripts/reference_worker.py`), same "
         "run. e3nn: " + results.get("e3nn_version", "not installed") + ", s2cnn-style peer "
@@ -492,11 +532,12 @@ def _markdown(results: dict) -> str:
         old, ref, e3 = r.get("old"), r.get("reference_same_run"), r.get("e3nn")
         gf = r.get("gflop", float("nan"))
         gfs = gf / (r["median_ms"] / 1000)
+        row_rate = r.get("sgemm_gflops", rate)
         old_gf = f"{old['gflop']:.2f}" if old and "gflop" in old else ""
         old_rss = f"{old['peak_rss_gb']:.2f}" if old and "peak_rss_gb" in old else ""
         lines.append(
             f"| {r['label']} | {r['mode']} | {r['median_ms']:,.1f} | {gf:.2f} | {gfs:.1f} | "
-            f"{100 * gfs / rate:.0f} % | {r['peak_rss_gb']:.2f} | {_ms(old)} | "
+            f"{100 * gfs / row_rate:.0f} % | {r['peak_rss_gb']:.2f} | {_ms(old)} | "
             f"{_ratio(old, r)} | {old_gf} | {old_rss} | {_ms(ref)} | {_ratio(ref, r)} | "
             f"{_ms(e3)} | {_ratio(e3, r)} | {r.get('loadavg_1min', float('nan')):.1f} |"
         )
@@ -542,10 +583,28 @@ def main() -> None:
                         help="where the fork caches its Wigner tables (~2.2 GB for the 204k)")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--only", help="comma list of workload labels' substrings to run")
+    parser.add_argument("--profile", nargs="*", metavar="MODEL:BATCH:MODE",
+                        help="write torch.profiler tables of these S2CNN workloads to "
+                             "results/bench_models_profile.md instead of benchmarking, e.g. "
+                             "s2cnn_seg_b20:8:fwd+bwd")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
+        return
+    if args.profile is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        parts = ["# bench_models profiles", "",
+                 f"Command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`"
+                 f"; CPU {cpu_name()}; {time.strftime('%Y-%m-%d %H:%M')}.", ""]
+        for item in args.profile:
+            size, batch, mode = item.split(":")
+            parts.append(profile_markdown(size, int(batch), mode))
+        path = REPO / "results" / "bench_models_profile.md"
+        atomic_write_text(path, "\n".join(parts))
+        print(path)
         return
     if args.repeats < 5:
         parser.error("--repeats must be >= 5")

@@ -190,11 +190,12 @@ def _compute_soft_compact(bandwidth: int) -> np.ndarray:
 _compact_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)
 def soft_wigner_d_compact(bandwidth: int) -> np.ndarray:
     """``d^l_{mn}(β_j)`` on the SOFT grid, half layout, float64, shape ``[P, 2B]``.
 
-    Kept in memory for the two most recent bandwidths only: the float32 tables built from it
+    Kept in memory for the most recent bandwidth only (reloading from the disk cache takes
+    ~20 ms at B = 50): the float32 tables built from it
     are cached themselves, and a multi-bandwidth network would otherwise hold every float64
     array (~150 MB for the 204k S2CNN) for its lifetime.
 
