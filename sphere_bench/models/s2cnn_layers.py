@@ -11,10 +11,14 @@ Implementation (one layer = analysis → per-degree products → synthesis):
   outer axes, the Wigner-d contractions batched GEMMs over ``(m, n)`` pairs, with no layout
   copies of grid-sized data. Any pointwise module between layers (the nonlinearity) keeps
   that layout; an input in another layout costs one copy.
-* The degrees ``0 … L−1`` are grouped into at most 6 chunks (:meth:`degree_chunks`, a cost
-  model minimised exactly); each chunk is one padded batched GEMM for the analysis and one for
-  the kernel product, so structural zeros ``l < max(|m|, |n|)`` are mostly skipped while the
-  number of kernels per layer stays constant (no Python loop over degrees).
+* The per-degree kernel products ``[(m, N), (k, C)] @ [(k, C), (n, D)]`` (most of a layer's
+  FLOPs) group the degrees ``0 … L−1`` into at most 6 chunks (:meth:`degree_chunks`, a cost
+  model minimised exactly), one padded batched GEMM each: the structural zeros
+  ``|m|, |k|, |n| > l`` are mostly skipped (≤ ~1.25× the unpadded FLOPs) while the number of
+  kernels per layer stays constant (no Python loop over degrees). The Wigner-d contractions are
+  one batched GEMM over all pairs per transform: their zero blocks ``l < max(m, |n|)`` cost a
+  small share of the layer, and reading the data once is faster on a CPU than skipping them
+  in several passes.
 * The bias is added to the degree-0 coefficient before synthesis (exactly a constant on the
   grid). Kernel spectra are computed from the structured grids by small FFTs (over α) and a
   3-angle Wigner-d sum — never a dense ``[|grid|, nspec]`` matrix.

@@ -214,9 +214,8 @@ class SO3IFFT(_InverseTransform):
 #   2. γ → n (``|n| < L``): for every ``m`` one GEMM with the real 2×2-block matrix of
 #      ``e^{−inγ_p}`` acting on ``(r, γ)``: ``[m, n, r, P, β]`` (batched over ``m``);
 #   3. β → l: for every pair ``(m, n)`` the product ``z[(m, n), (r, P), j] @ T[(m, n), j, l]``
-#      with ``T = d^l_{mn}(β_j) w_j / 8B²``, one batched GEMM per degree chunk ``[lo, hi)``
-#      restricted to the pairs ``m < hi`` (a prefix of the batch): the blocks with ``l < m``,
-#      structural zeros, are skipped.
+#      with ``T = d^l_{mn}(β_j) w_j / 8B²``: one batched GEMM over all pairs (its zero blocks
+#      ``l < max(m, |n|)`` included; the layers chunk the degrees of their kernel products).
 # Synthesis runs the steps backwards from ``[(m, n), (r, Q), l]``: one batched GEMM with the
 # table ``(2l+1) d^l_{mn}(β_j)``, then ``e^{+inγ}`` per ``m``, then the real part of the α sum,
 # ``f = Σ_m w_m Re(h_m e^{imα})`` (``w_0 = 1``, ``w_{m>0} = 2``, as ``irfft``).
