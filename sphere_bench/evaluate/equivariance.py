@@ -286,8 +286,9 @@ def grid_equivariance_errors(
       ``haar_rel_error`` = ``‖f(Rx) − f(x)‖ / ‖f(x)‖`` and ``haar_changed_fraction``.
     * ``spectral_floor``: the same comparison applied to an exactly equivariant model, the
       identity on the inputs (segmentation) or their per-degree power spectrum (an exactly
-      invariant feature, classification): what the sampling and analysis of the grid alone
-      contribute. A model cannot be measured below it.
+      invariant feature, classification): what the sampling and analysis of the grid contribute
+      for inputs like these. It is a reference, not a hard bound: a model whose output is smoother
+      (more band-limited) than its input aliases less and can score below it.
 
     ``lmax``: the common band limit ``L`` (clamped to :func:`exact_degree_limit`; recorded as
     ``spectral_lmax``).

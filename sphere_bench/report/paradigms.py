@@ -267,9 +267,12 @@ def build(runs_dir: Path, out_dir: Path, sweeps: Sequence[str]) -> Path:
         "projected onto its own grid. Metrics in percent; latency is the forward pass on the "
         "evaluation device (median); the equivariance error is the relative L² change of the "
         "degree-< L output under Haar rotations of the input (segmentation; the floor is the "
-        "same comparison for the identity, what the grid alone contributes) or the relative "
-        "logit change (classification); the half-turn error is that under the grid's exact "
-        "half-turns (0 for an exactly equivariant model).",
+        "same comparison for the identity, what the grid contributes for inputs like these; a "
+        "smoother output can score below it) or the relative logit change (classification); the "
+        "half-turn error is that under the grid's exact half-turns (0 for an exactly equivariant "
+        "model). Latencies come from each training job's evaluation step (1 warm-up, 3 repeats): "
+        "on a machine shared with other jobs they vary several-fold between jobs, so read the "
+        "per-ms ranking only from records made on a quiet machine.",
         "",
     ]
     for failed in runs.failed:
