@@ -115,9 +115,17 @@ def test_wandb_is_offline_unless_wandb_mode_is_online(
 def test_default_config_and_experiments_pass_the_check() -> None:
     check_config(compose_cfg(), "cnn_seg_218k", "mnist_seg")
     sweep_names = []
+    from hydra.core.hydra_config import HydraConfig
+
     for name in EXPERIMENTS:
-        cfg = compose_cfg(f"experiment={name}")
-        check_config(cfg, str(cfg.model._target_), str(cfg.data.dataset))
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            # as in a job: ${hydra:runtime.choices.model} resolves (e.g. data.grid per model)
+            cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            check_config(cfg, str(cfg.model._target_), str(cfg.data.dataset))
+        finally:
+            HydraConfig.instance().cfg = None  # later in-process jobs must not see it
         assert str(cfg.sweep_name).startswith(name.split("_")[0]), (name, cfg.sweep_name)
         sweep_names.append(cfg.sweep_name)
     # Every recipe keeps its records apart from the others'.
