@@ -8,7 +8,7 @@ busy machine).
 
 Optionally the paper's own ``gendata.py`` runs in the same process for a ratio measured in one
 run: ``--reference PATH`` with PATH the fork's ``examples/mnist_sem_seg`` folder (a checkout of
-Schuh93/sem_seg_s2cnn; see ``../shared/reference/running_the_reference.md``). Its functions are
+Schuh93/sem_seg_s2cnn; see ``docs/running_the_reference.md``). Its functions are
 called in the pattern of its ``main`` (one rotation per chunk, then the per-image mask loop);
 lie_learn's grid helper is replaced by the same Driscoll–Healy grid built here.
 

@@ -1,7 +1,7 @@
 """Time one workload of the paper's own s2cnn (the fork Schuh93/sem_seg_s2cnn) — a benchmark
 worker that ``scripts/bench_models.py --reference-python ... --reference-src ...`` starts in the
 reference's virtual environment, next to the same workload of sphere_bench, so both are measured
-in one run on one machine (``../shared/reference/running_the_reference.md`` sets that up).
+in one run on one machine (``docs/running_the_reference.md`` sets that up).
 
 It imports the reference from ``--src`` (an exported work tree; nothing of it is copied here),
 builds the workload, times it on the CPU and prints one JSON line. Standard library, numpy and
@@ -25,7 +25,7 @@ import numpy as np
 # s2cnn's grid helpers use np.float, removed in NumPy 1.24: a runtime shim, not a code change.
 setattr(np, "float", float)  # noqa: B010
 
-# The 204k layout of the paper's README and its B = 20 scaling (issue 3's reference rows).
+# The 204k layout of the paper's README and its B = 20 scaling (reference rows of bench_models).
 SEG_LAYOUTS = {
     "s2cnn_seg_204k": dict(b_in=50, b_ls=[42, 35, 27, 20, 27, 35, 42], b_out=50),
     "s2cnn_seg_b20": dict(b_in=20, b_ls=[16, 14, 11, 8, 11, 14, 16], b_out=20),

@@ -1,4 +1,4 @@
-"""The experiment presets of ``conf/experiment/`` (issue 5): they compose, the paper recipes name
+"""The experiment presets of ``conf/experiment/``: they compose, the paper recipes name
 the paper's models, bandwidths and N values, and the quick preset's models fit its data.
 
 Fast (no training): configs are composed with ``hydra.compose``; the only models built are the

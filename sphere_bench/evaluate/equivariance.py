@@ -19,7 +19,7 @@ For inputs ``x`` (spherical images on the SOFT grid, ``[b, 1, 2B, 2B]``) and rot
 Also reported: the fraction of changed predictions (argmax per sample, or per pixel after the same
 band-limiting). An exactly equivariant model scores 0 on grid rotations up to float rounding; the
 S2CNN is only approximately equivariant under Haar rotations because of its grid nonlinearities
-(paper_spec §8), and a CNN is far from both.
+(docs/paper_protocol.md §8), and a CNN is far from both.
 """
 
 from __future__ import annotations

@@ -18,10 +18,9 @@ i.e. zero-pads. The S² transform of the reference cannot up-sample (it asserts
 ``b_out ≤ b_in``), so :class:`~sphere_bench.models.s2cnn_layers.S2Convolution` has no paper mode
 of its own.
 
-Output layouts: the pair-major layout ``[L(m), 2L−1(n), L(l), N]``
-(:func:`so3_analysis_aliased`) and the per-degree-chunk layout of
-:func:`sphere_bench.models.so3_fft.so3_analysis_chunks` that the layers consume
-(:func:`so3_analysis_aliased_chunks`), so a layer swaps one transform for the other unchanged.
+Output layout: the pair-major ``[L(m), 2L−1(n), L(l), N]`` of
+:func:`so3_analysis_aliased`, the layout the layers' own analysis produces, so a layer swaps one
+transform for the other unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ __all__ = [
     "UPSAMPLING_MODES",
     "check_upsampling",
     "so3_analysis_aliased",
-    "so3_analysis_aliased_chunks",
 ]
 
 UPSAMPLING_MODES = ("exact", "paper")
@@ -111,28 +109,4 @@ def so3_analysis_aliased(x: torch.Tensor, num_degrees: int) -> torch.Tensor:
     spec = torch.view_as_complex(torch.bmm(table, xr).view(M + 1, 2 * M + 1, L, n, 2))
     out = spec.new_zeros(L, 2 * L - 1, L, n)
     out[: M + 1, L - 1 - M : L + M] = spec
-    return out
-
-
-def so3_analysis_aliased_chunks(
-    x: torch.Tensor, num_degrees: int, chunks: tuple[tuple[int, int], ...]
-) -> list[torch.Tensor]:
-    """:func:`so3_analysis_aliased` in the chunk layout of ``so3_fft.so3_analysis_chunks``.
-
-    Args:
-        x: real ``[P, 2B, 2B, 2B]`` (``[batch·channel, β, α, γ]``, any memory layout).
-        num_degrees: ``L`` (may exceed ``B``).
-        chunks: consecutive ``[lo, hi)`` covering ``0 … L−1``.
-
-    Returns:
-        per chunk ``[hi·(2L−1), 2P, hi − lo]`` holding ``F^l_{mn}`` at
-        ``[(m, n + L − 1), (r, p), l − lo]`` (``r = 0`` real, ``1`` imaginary part), ``m < hi``.
-    """
-    L, p = int(num_degrees), x.shape[0]
-    spec = so3_analysis_aliased(x, L)  # [m, n, l, P] complex
-    out = []
-    for lo, hi in chunks:
-        part = torch.view_as_real(spec[:hi, :, lo:hi])  # [m, n, l, P, 2]
-        part = part.permute(0, 1, 4, 3, 2).reshape(hi * (2 * L - 1), 2 * p, hi - lo)
-        out.append(part)
     return out

@@ -7,7 +7,7 @@ Conventions
   (segmentation) of a set; metrics are computed once from it, never averaged over batches. The
   paper's ``evaluate.py`` uses the transpose ``CM[pred, true]``; every metric below is symmetric
   under that transpose or uses only the trace, so the numbers are the same.
-* ``IoU_c = CM[c, c] / (row_c + col_c − CM[c, c])`` = TP / (TP + FN + FP) (paper_spec.md §5).
+* ``IoU_c = CM[c, c] / (row_c + col_c − CM[c, c])`` = TP/(TP+FN+FP) (docs/paper_protocol.md §5)
 * **Absent classes:** a class with no target *and* no predicted pixel (``row_c + col_c = 0``) has
   an undefined IoU, reported as ``NaN`` and **excluded** from every mean (``nanmean``). A class that
   is predicted but never present (or present but never predicted) has IoU 0 and is included. If
