@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from sphere_bench.data.cache import temp_beside
 from sphere_bench.data.grids import soft_betas
 from sphere_bench.data.rotations import euler_zyz_to_matrix, haar_rotations
 from sphere_bench.models import wigner
@@ -76,7 +79,7 @@ def test_soft_table_cache(tmp_path, monkeypatch) -> None:
     t0 = time.perf_counter()
     compact = wigner.soft_wigner_d_compact(b)
     assert time.perf_counter() - t0 < 10
-    files = list((tmp_path / "wigner").glob("*.npy"))
+    files = list((tmp_path / "wigner").glob("*.pt"))
     assert len(files) == 1 and not list((tmp_path / "wigner").glob("*.tmp"))
     wigner.soft_wigner_d_compact.cache_clear()
     again = wigner.soft_wigner_d_compact(b)
@@ -90,4 +93,28 @@ def test_soft_table_cache(tmp_path, monkeypatch) -> None:
     assert table.shape == (9 * 17, 9, 2 * b)
     np.testing.assert_allclose(table.view(9, 17, 9, 2 * b)[m, n + 8, l].numpy(), compact[row])
     assert float(table.view(9, 17, 9, 2 * b)[m, n + 8, 4].abs().max()) == 0.0  # l < |n|
+    wigner.clear_memory_cache()
+
+
+def test_soft_table_cache_detects_corruption_and_cleans_temp_files(tmp_path, monkeypatch) -> None:
+    """A table file with flipped bytes (right size) is reported and rebuilt, never used; the
+    temporary file a killed writer left beside it is removed by the next reader."""
+    monkeypatch.setenv("SPHERE_BENCH_CACHE", str(tmp_path))
+    wigner.clear_memory_cache()
+    b = 6
+    good = wigner.soft_wigner_d_compact(b)
+    (path,) = (tmp_path / "wigner").glob("*.pt")
+    raw = bytearray(path.read_bytes())
+    raw[-200] ^= 0xFF  # inside the tensor data: the file still loads, with one wrong value
+    path.write_bytes(bytes(raw))
+    live = Path(temp_beside(path))  # named as a writer of this process would name it
+    orphan = live.with_name(live.name.replace(f"-{os.getpid()}.", "-999999999."))  # a dead pid
+    live.rename(orphan)
+    orphan.write_bytes(b"partial")
+    wigner.soft_wigner_d_compact.cache_clear()
+    again = wigner.soft_wigner_d_compact(b)
+    np.testing.assert_array_equal(again, good)
+    assert not orphan.exists()
+    wigner.soft_wigner_d_compact.cache_clear()
+    np.testing.assert_array_equal(wigner.soft_wigner_d_compact(b), good)  # the rebuilt entry
     wigner.clear_memory_cache()

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sphere_bench.data.cache import load_tensors, save_tensors
 from sphere_bench.data.grids import check_bandwidth, soft_betas
 
 __all__ = [
@@ -201,26 +201,20 @@ def soft_wigner_d_compact(bandwidth: int) -> np.ndarray:
 
     Row ``compact_offsets(B)[l] + m (2l+1) + (n + l)`` holds ``d^l_{mn}(β_j)`` for ``l < B``,
     ``0 ≤ m ≤ l``, ``|n| ≤ l``; ``P = Σ_{l<B} (l+1)(2l+1)``. Loaded from the disk cache when
-    present, otherwise computed and written atomically (temporary file + ``os.replace``).
+    present and intact, otherwise computed and stored through :mod:`sphere_bench.data.cache`
+    (atomic write, size + CRC-32 sidecar verified on every load; a corrupt entry is rebuilt).
     """
     check_bandwidth(bandwidth)
-    path = cache_dir() / f"soft_d_half_b{bandwidth}_v{_CACHE_VERSION}.npy"
+    path = cache_dir() / f"soft_d_half_b{bandwidth}_v{_CACHE_VERSION}.pt"
+    shape = (int(compact_offsets(bandwidth)[-1]), 2 * bandwidth)
     with _compact_lock:
-        try:
-            arr = np.load(path)
-            if arr.shape == (compact_offsets(bandwidth)[-1], 2 * bandwidth):
-                return arr
-        except (OSError, ValueError):
-            pass
+        # load_tensors verifies size, CRC-32 and layout; a bad entry is a warning and a miss
+        cached = load_tensors(path)
+        if cached is not None and tuple(cached.get("d", torch.empty(0)).shape) == shape:
+            return cached["d"].numpy().copy()
         arr = _compute_soft_compact(bandwidth)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # read-only location: keep the in-memory copy only
+        # a failed write (read-only folder, full disk) is a warning; the table stays in memory
+        save_tensors(path, {"d": torch.from_numpy(arr)}, {"bandwidth": bandwidth})
         return arr
 
 
