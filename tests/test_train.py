@@ -7,6 +7,7 @@ written under pytest's tmp dirs (data cache, results, run dirs, W&B).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -143,6 +144,19 @@ def test_hash_ignores_paths_and_logging_but_not_results() -> None:
         other = OmegaConf.to_container(compose_cfg(override), resolve=True)
         assert config_hash(other) != config_hash(base), override
     assert "logger" not in hashed_config(base) and "root" not in hashed_config(base)["data"]
+
+
+def test_hash_of_a_record_survives_a_new_key_at_its_neutral_default() -> None:
+    """A key added later (data.nlat) at its neutral default leaves an older record's hash as it
+    was; any other value of it changes the hash."""
+    base = OmegaConf.to_container(compose_cfg(), resolve=True)
+    older = copy.deepcopy(base)
+    del older["data"]["nlat"], older["callbacks"]["evaluation"]["spectral_lmax"]
+    assert config_hash(older) == config_hash(base)
+    other = OmegaConf.to_container(compose_cfg("data.nlat=32"), resolve=True)
+    assert config_hash(other) != config_hash(base)
+    lmax = OmegaConf.to_container(compose_cfg("callbacks.evaluation.spectral_lmax=8"), resolve=True)
+    assert config_hash(lmax) != config_hash(base)
 
 
 def test_task_mismatch_is_one_clear_error() -> None:

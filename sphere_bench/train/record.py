@@ -5,7 +5,10 @@ Hydra run dir, and ``<results_dir>/<sweep_name>/<config hash>.json``, where a re
 finds it and skips the job if its ``status`` is ``complete``.
 
 The config hash is the SHA-256 (first 16 hex digits) of the resolved config without the keys in
-:data:`IGNORED_KEYS` — those that name, place or display a run but do not change its result.
+:data:`IGNORED_KEYS` — those that name, place or display a run but do not change its result —
+and without the keys of :data:`NEUTRAL_DEFAULTS` while they hold their listed value: keys added
+after records existed, whose default reproduces what those records did, so an existing record
+keeps its hash (and a rerun still skips it) when the config tree grows.
 
 Record fields (``schema`` 1; later issues add keys, e.g. latency and equivariance error):
 
@@ -80,6 +83,14 @@ IGNORED_KEYS: tuple[str, ...] = (
     "callbacks.prediction_images",
 )
 
+#: Dotted config keys added after records were written, with the value that reproduces the
+#: earlier behaviour: left out of the hash while they hold it, hashed as soon as they differ.
+#: Add a key here (never change a listed value) when a new config key must not invalidate records.
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "data.nlat": 24,  # torch-harmonics grid size; unused by the soft, paper and HEALPix grids
+    "callbacks.evaluation.spectral_lmax": 16,  # band limit of the cross-grid equivariance error
+}
+
 DATA_FIELDS = (
     "task", "dataset", "grid", "bandwidth", "nside", "nlat", "n_train", "n_val", "n_test",
     "rotate_train", "rotate_test", "augmentation", "interpolation", "n_items",
@@ -87,15 +98,20 @@ DATA_FIELDS = (
 
 
 def hashed_config(config: Mapping[str, Any], ignored: Iterable[str] = IGNORED_KEYS) -> dict:
-    """Copy of the resolved ``config`` without the ``ignored`` dotted keys."""
+    """Copy of the resolved ``config`` without the ``ignored`` dotted keys and without the keys of
+    :data:`NEUTRAL_DEFAULTS` that hold their neutral value."""
     out = copy.deepcopy(dict(config))
-    for dotted in ignored:
+    drop = [(dotted, None) for dotted in ignored] + list(NEUTRAL_DEFAULTS.items())
+    for dotted, neutral in drop:
         *parents, leaf = dotted.split(".")
         node: Any = out
         for key in parents:
             node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        if dotted in NEUTRAL_DEFAULTS and node[leaf] != neutral:
+            continue
+        node.pop(leaf)
     return out
 
 
