@@ -50,7 +50,8 @@ def temp_beside(path: Path) -> str:
     return tmp
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (``os.kill(pid, 0)``)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,7 +81,7 @@ def remove_stale_temp_files(folder: Path | str, max_age_s: float = STALE_TEMP_AG
             continue
         match = _TEMP_RE.match(path.name)
         if match and match["host"] == host:
-            stale = not _pid_alive(int(match["pid"]))
+            stale = not pid_alive(int(match["pid"]))
         else:
             stale = now - stat.st_mtime > max_age_s
         if stale:

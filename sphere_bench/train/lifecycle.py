@@ -38,7 +38,7 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.data.cache import atomic_write_text, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -115,16 +115,6 @@ def main_process_marker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def watched_main_pid(environ: dict[str, str] | None = None) -> int | None:
     """The sweep's main pid when this process is one of its workers on the same host, else None
     (the main process itself, a job on another host, or no sweep)."""
@@ -148,7 +138,7 @@ def die_with_main_process(interval_s: float = WATCH_INTERVAL_S) -> Iterator[int 
 
     def watch() -> None:
         while not done.wait(interval_s):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 log.error("the sweep's main process %d is gone: stopping this worker", pid)
                 orphaned.set()
                 os.kill(os.getpid(), signal.SIGTERM)  # the job stops as for any SIGTERM
