@@ -103,6 +103,15 @@ class _DiscoBase(nn.Module):
     def resolution(self) -> int:
         return self.nlat
 
+    def _encoder(self, in_channels: int, channels: list[int], grid: str) -> nn.ModuleList:
+        """Stage 0 a DISCO block at the input grid, stage ``i ≥ 1`` from level ``i−1`` to ``i``."""
+        widths = [int(in_channels), *channels]
+        s, k = self.shapes, self.kernel_shape
+        return nn.ModuleList(
+            _block(_conv(widths[i], widths[i + 1], s[max(i - 1, 0)], s[i], k, grid), widths[i + 1])
+            for i in range(len(channels))
+        )
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[-2:]) != self.shapes[0]:
             raise ValueError(
@@ -137,17 +146,9 @@ class DiscoClassifier(_DiscoBase):
         from torch_harmonics import QuadratureS2
 
         channels = self._setup(grid, nlat, channels, kernel_shape)
-        widths = [int(in_channels), *channels]
-        self.blocks = nn.ModuleList(
-            _block(
-                _conv(widths[i], widths[i + 1], self.shapes[max(i - 1, 0)], self.shapes[i],
-                      self.kernel_shape, grid),
-                widths[i + 1],
-            )
-            for i in range(len(channels))
-        )  # fmt: skip
+        self.blocks = self._encoder(in_channels, channels, grid)
         self.integral = QuadratureS2(self.shapes[-1], grid=grid, normalize=True)
-        self.head = nn.Linear(widths[-1], num_classes)
+        self.head = nn.Linear(channels[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -181,12 +182,8 @@ class DiscoSegmenter(_DiscoBase):
         channels = self._setup(grid, nlat, channels, kernel_shape)
         if len(channels) < 2:
             raise ValueError(f"channels needs >= 2 entries (levels), got {channels}")
-        widths = [int(in_channels), *channels]
         s, k = self.shapes, self.kernel_shape
-        self.encoder = nn.ModuleList(
-            _block(_conv(widths[i], widths[i + 1], s[max(i - 1, 0)], s[i], k, grid), widths[i + 1])
-            for i in range(len(channels))
-        )
+        self.encoder = self._encoder(in_channels, channels, grid)
         self.up = nn.ModuleList(
             _block(_conv_t(channels[i + 1], channels[i], s[i + 1], s[i], k, grid), channels[i])
             for i in reversed(range(len(channels) - 1))
