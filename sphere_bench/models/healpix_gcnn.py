@@ -246,7 +246,39 @@ def _int_list(name: str, value: Any) -> list[int]:
     return [int(v) for v in items]
 
 
-class HealpixGCNNClassifier(nn.Module):
+class _HealpixBase(nn.Module):
+    """Shared by the classifier and the segmenter: the NESTED levels, the encoder stages, the
+    input check and the pixel-major layout."""
+
+    grid = "healpix_nested"
+
+    def _encoder(
+        self, nside: int, in_channels: int, channels: list[int], order: int
+    ) -> nn.ModuleList:
+        """Stage ``i``: a Chebyshev block ``widths[i] → channels[i]`` at ``nside / 2^i``."""
+        self.nside = _check_nside(nside)
+        self.levels = _levels(self.nside, len(channels))
+        widths = [int(in_channels), *channels]
+        return nn.ModuleList(
+            _Block(widths[i], widths[i + 1], order, self.levels[i]) for i in range(len(channels))
+        )
+
+    @property
+    def resolution(self) -> int:
+        return self.nside
+
+    def _pixel_major(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, npix]`` (NESTED) → pixel-major ``[npix, B, C]``; ValueError on another shape."""
+        npix = 12 * self.nside**2
+        if x.dim() != 3 or x.shape[-1] != npix:
+            raise ValueError(
+                f"expected NESTED HEALPix input [B, C, {npix}] (nside={self.nside}), got "
+                f"{list(x.shape)}; use data.grid=healpix_nested data.nside={self.nside}"
+            )
+        return x.permute(2, 0, 1).contiguous()
+
+
+class HealpixGCNNClassifier(_HealpixBase):
     """DeepSphere-style classifier: ``[B, C_in, 12·nside²]`` (NESTED) → logits ``[B, classes]``.
 
     Stage ``i`` (one per ``channels`` entry) is a Chebyshev block at ``nside / 2^i`` followed by
@@ -256,7 +288,6 @@ class HealpixGCNNClassifier(nn.Module):
     """
 
     task = "classification"
-    grid = "healpix_nested"
 
     def __init__(
         self,
@@ -268,26 +299,11 @@ class HealpixGCNNClassifier(nn.Module):
     ) -> None:
         super().__init__()
         channels = _int_list("channels", channels)
-        self.nside = _check_nside(nside)
-        self.levels = _levels(self.nside, len(channels))
-        widths = [int(in_channels), *channels]
-        self.blocks = nn.ModuleList(
-            _Block(widths[i], widths[i + 1], order, self.levels[i]) for i in range(len(channels))
-        )
-        self.head = nn.Linear(widths[-1], num_classes)
-
-    @property
-    def resolution(self) -> int:
-        return self.nside
+        self.blocks = self._encoder(nside, in_channels, channels, order)
+        self.head = nn.Linear(channels[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        npix = 12 * self.nside**2
-        if x.dim() != 3 or x.shape[-1] != npix:
-            raise ValueError(
-                f"expected NESTED HEALPix input [B, C, {npix}] (nside={self.nside}), got "
-                f"{list(x.shape)}; use data.grid=healpix_nested data.nside={self.nside}"
-            )
-        x = x.permute(2, 0, 1).contiguous()  # pixel-major [npix, B, C]
+        x = self._pixel_major(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i < len(self.blocks) - 1:
@@ -295,7 +311,7 @@ class HealpixGCNNClassifier(nn.Module):
         return self.head(x.mean(0))
 
 
-class HealpixGCNNSegmenter(nn.Module):
+class HealpixGCNNSegmenter(_HealpixBase):
     """DeepSphere-style encoder–decoder (U-Net): ``[B, C_in, 12·nside²] → [B, classes, 12·nside²]``.
 
     Encoder: ``channels[i]`` Chebyshev block at ``nside / 2^i``, max-pooled to the next level.
@@ -305,7 +321,6 @@ class HealpixGCNNSegmenter(nn.Module):
     """
 
     task = "segmentation"
-    grid = "healpix_nested"
 
     def __init__(
         self,
@@ -321,30 +336,15 @@ class HealpixGCNNSegmenter(nn.Module):
             raise ValueError(
                 f"channels needs >= 2 entries (levels) for an encoder-decoder, got {channels}"
             )
-        self.nside = _check_nside(nside)
-        self.levels = _levels(self.nside, len(channels))
-        widths = [int(in_channels), *channels]
-        self.encoder = nn.ModuleList(
-            _Block(widths[i], widths[i + 1], order, self.levels[i]) for i in range(len(channels))
-        )
+        self.encoder = self._encoder(nside, in_channels, channels, order)
         self.decoder = nn.ModuleList(
             _Block(channels[i + 1] + channels[i], channels[i], order, self.levels[i])
             for i in reversed(range(len(channels) - 1))
         )
         self.head = ChebConv(channels[0], num_classes, order, self.nside)
 
-    @property
-    def resolution(self) -> int:
-        return self.nside
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        npix = 12 * self.nside**2
-        if x.dim() != 3 or x.shape[-1] != npix:
-            raise ValueError(
-                f"expected NESTED HEALPix input [B, C, {npix}] (nside={self.nside}), got "
-                f"{list(x.shape)}; use data.grid=healpix_nested data.nside={self.nside}"
-            )
-        x = x.permute(2, 0, 1).contiguous()  # pixel-major [npix, B, C]
+        x = self._pixel_major(x)
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x)
