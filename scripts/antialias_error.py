@@ -42,10 +42,10 @@ def measure(
     from omegaconf import OmegaConf
 
     from sphere_bench.data.planar_source import load_planar_split
-    from sphere_bench.data.rotations import euler_zyz_to_matrix
     from sphere_bench.data.spherical_dataset import SplitSpec, generate_split
-    from sphere_bench.models.s2_fft import s2_fft, s2_ifft
-    from sphere_bench.models.signal_rotation import rotate_s2
+    from sphere_bench.harmonic.rotations import euler_zyz_to_matrix
+    from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+    from sphere_bench.harmonic.signal_rotation import rotate_s2
     from sphere_bench.system_info import peak_rss_mb
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -147,7 +147,7 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:
-        from sphere_bench.data.cache import atomic_write_text
+        from sphere_bench.io import atomic_write_text
 
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,10 +35,10 @@ def make_inputs(b: int, work: Path) -> None:
     import torch
 
     from sphere_bench.data.planar_source import load_planar_split
-    from sphere_bench.data.rotations import euler_zyz_to_matrix
     from sphere_bench.data.spherical_dataset import SplitSpec, generate_split
-    from sphere_bench.models.s2_fft import s2_fft, s2_ifft
-    from sphere_bench.models.signal_rotation import rotate_s2
+    from sphere_bench.harmonic.rotations import euler_zyz_to_matrix
+    from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+    from sphere_bench.harmonic.signal_rotation import rotate_s2
 
     source = load_planar_split("mnist", "test", os.environ.get("SPHERE_BENCH_DATA", "data"), None)
     spec = SplitSpec("mnist", "segmentation", "test", 1, resolution=b, rotate="none")
@@ -70,8 +70,8 @@ def run_reference(b: int, work: Path, fork: Path) -> None:
 def error(b: int, work: Path) -> float:
     import torch
 
-    from sphere_bench.models.s2_fft import s2_fft, s2_ifft
-    from sphere_bench.models.signal_rotation import rotate_s2
+    from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+    from sphere_bench.harmonic.signal_rotation import rotate_s2
 
     data = torch.load(work / f"inputs_b{b}.pt")
     out = torch.load(work / f"ref_out_b{b}.pt")

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sphere_bench.data.cache import atomic_write_text
-from sphere_bench.data.grids import paper_betas, soft_alphas
 from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.spherical_dataset import SplitSpec, generate_split
+from sphere_bench.harmonic.grids import paper_betas, soft_alphas
+from sphere_bench.io import atomic_write_text
 from sphere_bench.system_info import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.io import atomic_write_text
 from sphere_bench.system_info import cpu_name, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,6 +240,17 @@ def _sgemm_rate(repeats: int) -> dict:
             "loadavg_1min": os.getloadavg()[0]}
 
 
+def _transform_module(name: str):
+    """``sphere_bench.harmonic.<name>``, or ``sphere_bench.models.<name>`` in an old work tree
+    (the transforms lived in ``models/`` before the harmonic package existed)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"sphere_bench.harmonic.{name}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"sphere_bench.models.{name}")
+
+
 def _worker(spec: dict) -> dict:
     """Run one workload in this process and return its measurements."""
     import torch
@@ -273,7 +284,8 @@ def _worker(spec: dict) -> dict:
             model(x).square().mean().backward()
 
     elif kind == "so3_pair":
-        from sphere_bench.models.so3_fft import so3_fft, so3_ifft
+        so3 = _transform_module("so3_fft")
+        so3_fft, so3_ifft = so3.so3_fft, so3.so3_ifft
 
         x = torch.randn(batch, 2 * size, 2 * size, 2 * size, device=device)
 
@@ -287,7 +299,8 @@ def _worker(spec: dict) -> dict:
             so3_ifft(so3_fft(xg), size).square().mean().backward()
 
     elif kind in ("s2_fft", "s2_pair"):
-        from sphere_bench.models.s2_fft import s2_fft, s2_ifft
+        s2 = _transform_module("s2_fft")
+        s2_fft, s2_ifft = s2.s2_fft, s2.s2_ifft
 
         x = torch.randn(batch, 2 * size, 2 * size, device=device)
         pair = kind == "s2_pair"
@@ -387,7 +400,7 @@ def _table_timing() -> dict:
     """Wigner-table precompute (empty cache) and load-from-cache times at B = 50."""
     import numpy as np
 
-    from sphere_bench.models import wigner
+    from sphere_bench.harmonic import wigner
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SPHERE_BENCH_CACHE"] = tmp

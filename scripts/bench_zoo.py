@@ -28,7 +28,7 @@ def _input_shape(cfg) -> tuple[int, ...]:
     if "nside" in cfg:
         return (1, 12 * int(cfg.nside) ** 2)
     if "nlat" in cfg:
-        from sphere_bench.data.grids import torch_harmonics_shape
+        from sphere_bench.harmonic.grids import torch_harmonics_shape
 
         return (1, *torch_harmonics_shape(str(cfg.grid), int(cfg.nlat)))
     side = 2 * int(cfg.bandwidth)
@@ -142,7 +142,7 @@ def main() -> None:
 
     import torch
 
-    from sphere_bench.data.cache import atomic_write_text
+    from sphere_bench.io import atomic_write_text
     from sphere_bench.system_info import device_name
 
     device = args.device

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.io import atomic_write_text
 from sphere_bench.report.figures import pyplot, save_figure
 from sphere_bench.report.records import load_runs
 

@@ -3,7 +3,7 @@
 Builds ``conf/model/<model>.yaml`` twice (``model.upsampling`` exact and paper), gives both the
 same seeded weights, and measures :func:`sphere_bench.evaluate.equivariance.equivariance_errors`
 on random inputs band-limited to the input bandwidth, rotated exactly in the spectral domain
-(:func:`sphere_bench.models.signal_rotation.rotate_s2`), so the error is the network's own:
+(:func:`sphere_bench.harmonic.signal_rotation.rotate_s2`), so the error is the network's own:
 grid half-turns and Haar rotations. Untrained weights: this isolates what the reference's
 aliased up-sampling costs in equivariance, not in accuracy (train with ``model.upsampling=paper``
 for that).
@@ -21,8 +21,8 @@ import torch
 from omegaconf import OmegaConf
 
 from sphere_bench.evaluate.equivariance import equivariance_errors
-from sphere_bench.models.s2_fft import s2_fft, s2_ifft
-from sphere_bench.models.signal_rotation import rotate_s2
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+from sphere_bench.harmonic.signal_rotation import rotate_s2
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sphere_bench.data.rotations import euler_zyz_to_matrix
+from sphere_bench.harmonic.rotations import euler_zyz_to_matrix
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid, rotate_so3
+from sphere_bench.harmonic.so3_fft import so3_fft, so3_ifft
 from sphere_bench.models.antialias import OversampledReLU, oversampled_bandwidth
-from sphere_bench.models.s2_fft import s2_fft, s2_ifft
 from sphere_bench.models.s2cnn_zoo import S2CNNClassifier, S2CNNSegmentation
-from sphere_bench.models.signal_rotation import rotate_s2, rotate_s2_grid, rotate_so3
-from sphere_bench.models.so3_fft import so3_fft, so3_ifft
 
 B = 8
 ROTATION = euler_zyz_to_matrix(
@@ -56,7 +56,7 @@ def test_oversampled_relu_is_band_limited_and_converges_to_the_projected_relu() 
 
 @pytest.mark.parametrize("upsampling", ["exact", "paper"])
 def test_s2cnn_equivariance_error_falls_as_the_oversampling_grows(upsampling: str) -> None:
-    # "paper": the reference code's aliased up-sampling (sphere_bench.models.paper_upsampling).
+    # "paper": the reference code's aliased up-sampling (sphere_bench.harmonic.paper_upsampling).
     x = _input()
     xr = rotate_s2(x, ROTATION).float()
     errors = {}

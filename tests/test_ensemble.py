@@ -21,8 +21,8 @@ from sphere_bench.evaluate.ensemble import (
     main,
 )
 from sphere_bench.evaluate.equivariance import equivariance_errors
+from sphere_bench.harmonic.signal_rotation import rotate_s2_grid
 from sphere_bench.models.cnn_zoo import ClassificationCNN
-from sphere_bench.models.signal_rotation import rotate_s2_grid
 
 B = 8
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sphere_bench.data.rotations import haar_rotations
+from sphere_bench.harmonic.rotations import haar_rotations
 from sphere_bench.models.cnn_zoo import ClassificationCNN, SegmentationCNN
 from sphere_bench.models.frame_averaging import FrameAveraged
 from sphere_bench.train.equivariance_loss import equivariance_penalty

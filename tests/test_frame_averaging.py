@@ -11,15 +11,15 @@ from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from sphere_bench.data.grids import angles_to_xyz, soft_alphas, soft_betas
 from sphere_bench.data.planar_source import load_planar_split
-from sphere_bench.data.rotations import haar_rotations
 from sphere_bench.data.spherical_dataset import SplitSpec, generate_split, render_samples
 from sphere_bench.evaluate.equivariance import equivariance_errors
+from sphere_bench.harmonic.grids import angles_to_xyz, soft_alphas, soft_betas
+from sphere_bench.harmonic.rotations import haar_rotations
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid
 from sphere_bench.models.cnn_zoo import ClassificationCNN, SegmentationCNN
 from sphere_bench.models.frame_averaging import FrameAveraged, pca_frames, second_moment
-from sphere_bench.models.s2_fft import s2_fft, s2_ifft
-from sphere_bench.models.signal_rotation import rotate_s2, rotate_s2_grid
 
 B = 8
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from sphere_bench.data.grids import (
+from sphere_bench.harmonic.grids import (
     make_grid,
     paper_betas,
     soft_alphas,
     soft_betas,
     soft_quadrature_weights,
 )
-from sphere_bench.data.rotations import (
+from sphere_bench.harmonic.rotations import (
     euler_zyz_to_matrix,
     haar_rotations,
     matrix_to_euler_zyz,

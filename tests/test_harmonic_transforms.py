@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sphere_bench.data.grids import soft_alphas, soft_betas
-from sphere_bench.data.rotations import haar_rotations
-from sphere_bench.models.s2_fft import (
+from sphere_bench.harmonic.grids import soft_alphas, soft_betas
+from sphere_bench.harmonic.rotations import haar_rotations
+from sphere_bench.harmonic.s2_fft import (
     S2FFT,
     S2IFFT,
     s2_fft,
@@ -18,14 +18,14 @@ from sphere_bench.models.s2_fft import (
     s2_half_to_full,
     s2_ifft,
 )
-from sphere_bench.models.signal_rotation import (
+from sphere_bench.harmonic.signal_rotation import (
     grid_rotation_matrix,
     rotate_s2,
     rotate_s2_grid,
     rotate_so3,
     rotate_so3_grid,
 )
-from sphere_bench.models.so3_fft import (
+from sphere_bench.harmonic.so3_fft import (
     SO3FFT,
     so3_fft,
     so3_full_to_flat,
@@ -33,7 +33,7 @@ from sphere_bench.models.so3_fft import (
     so3_ifft,
     so3_integrate,
 )
-from sphere_bench.models.wigner import wigner_D_padded
+from sphere_bench.harmonic.wigner import wigner_D_padded
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sphere_bench.data.grids import make_grid
 from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.projection import minmax_uint8, minmax_uint8_paper, project_planes
 from sphere_bench.data.spherical_dataset import SplitSpec, generate_split
+from sphere_bench.harmonic.grids import make_grid
 
 # Output of scripts/paper_data_golden.py (paper's gendata.py, numpy 2.4, float64).
 GOLDEN = {

@@ -14,12 +14,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sphere_bench.data.grids import soft_alphas, soft_betas, soft_quadrature_weights
-from sphere_bench.models.paper_upsampling import so3_analysis_aliased
+from sphere_bench.harmonic.grids import soft_alphas, soft_betas, soft_quadrature_weights
+from sphere_bench.harmonic.paper_upsampling import so3_analysis_aliased
+from sphere_bench.harmonic.so3_fft import so3_analysis_pairs
+from sphere_bench.harmonic.wigner import wigner_D_padded
 from sphere_bench.models.s2cnn_layers import SO3Convolution, SO3ToS2Convolution
 from sphere_bench.models.s2cnn_zoo import S2CNNClassifier, S2CNNSegmentation
-from sphere_bench.models.so3_fft import so3_analysis_pairs
-from sphere_bench.models.wigner import wigner_D_padded
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sphere_bench.data.grids import make_grid
-from sphere_bench.data.rotations import haar_rotations
 from sphere_bench.evaluate.equivariance import (
     _spectral_relative,
     grid_equivariance_errors,
@@ -23,6 +21,8 @@ from sphere_bench.evaluate.equivariance import (
     rotate_coefficients,
     spherical_coefficients,
 )
+from sphere_bench.harmonic.grids import make_grid
+from sphere_bench.harmonic.rotations import haar_rotations
 
 GRIDS = [("soft", 8), ("legendre-gauss", 12), ("equiangular", 17), ("healpix", 8),
          ("healpix_nested", 8)]  # fmt: skip

@@ -20,8 +20,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sphere_bench.data.grids import make_grid, torch_harmonics_levels, torch_harmonics_shape
 from sphere_bench.data.projection import project_planes
+from sphere_bench.harmonic.grids import make_grid, torch_harmonics_levels, torch_harmonics_shape
 from sphere_bench.models.disco_cnn import DiscoClassifier, DiscoSegmenter, _conv, _conv_t
 from sphere_bench.models.healpix_gcnn import (
     ChebConv,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from sphere_bench.data.grids import make_grid, soft_quadrature_weights
 from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.projection import (
     PLANE_HALF_WIDTH,
@@ -17,7 +16,13 @@ from sphere_bench.data.projection import (
     project_planes,
     window_coordinates,
 )
-from sphere_bench.data.rotations import euler_zyz_to_matrix, haar_rotations, rotation_y, rotation_z
+from sphere_bench.harmonic.grids import make_grid, soft_quadrature_weights
+from sphere_bench.harmonic.rotations import (
+    euler_zyz_to_matrix,
+    haar_rotations,
+    rotation_y,
+    rotation_z,
+)
 
 
 def _plane_points(bandwidth: int) -> tuple[torch.Tensor, torch.Tensor]:

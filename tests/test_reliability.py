@@ -28,10 +28,10 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 from test_train import TINY, compose_cfg, job
 
-from sphere_bench.data import cache
-from sphere_bench.data.cache import remove_stale_temp_files
+from sphere_bench import io as cache
 from sphere_bench.data.planar_source import SourceFileError, load_planar_split
 from sphere_bench.data.spherical_dataset import SplitSpec, load_or_generate
+from sphere_bench.io import remove_stale_temp_files
 from sphere_bench.report.records import (
     UntrustedTargetError,
     load_paper,
@@ -345,7 +345,7 @@ def test_report_never_instantiates_targets_outside_the_allowlist(tmp_path: Path)
     with pytest.raises(UntrustedTargetError):
         safe_instantiate(nested, "model")
     with pytest.raises(UntrustedTargetError, match="is not a class"):  # a function
-        safe_instantiate({"_target_": "sphere_bench.models.wigner.wigner_d"}, "model")
+        safe_instantiate({"_target_": "sphere_bench.models.s2cnn_layers.so3_integrate"}, "model")
     assert not marker.exists()
     cfg = OmegaConf.to_container(compose_cfg("model=cnn_seg_small").model)
     net = safe_instantiate(cfg, "model")

@@ -8,24 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from sphere_bench.data.grids import soft_alphas, soft_betas
-from sphere_bench.data.rotations import euler_zyz_to_matrix, haar_rotations
-from sphere_bench.models.kernel_grids import s2_near_identity_grid, so3_near_identity_grid
-from sphere_bench.models.s2_fft import s2_fft, s2_half_to_full, s2_ifft
+from sphere_bench.harmonic.grids import soft_alphas, soft_betas
+from sphere_bench.harmonic.kernel_grids import s2_near_identity_grid, so3_near_identity_grid
+from sphere_bench.harmonic.rotations import euler_zyz_to_matrix, haar_rotations
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_half_to_full, s2_ifft
+from sphere_bench.harmonic.signal_rotation import (
+    rotate_s2,
+    rotate_s2_grid,
+    rotate_so3,
+    rotate_so3_grid,
+)
+from sphere_bench.harmonic.so3_fft import so3_fft, so3_half_to_full, so3_ifft
+from sphere_bench.harmonic.wigner import wigner_D_padded
 from sphere_bench.models.s2cnn_layers import (
     S2Convolution,
     SO3Convolution,
     SO3ToS2Convolution,
     so3_integrate,
 )
-from sphere_bench.models.signal_rotation import (
-    rotate_s2,
-    rotate_s2_grid,
-    rotate_so3,
-    rotate_so3_grid,
-)
-from sphere_bench.models.so3_fft import so3_fft, so3_half_to_full, so3_ifft
-from sphere_bench.models.wigner import wigner_D_padded
 
 ROT = haar_rotations(2, torch.Generator().manual_seed(7))
 
@@ -91,7 +91,7 @@ def _eval_s2(coeffs_full: torch.Tensor, beta: float, alpha: float) -> torch.Tens
 
 def _eval_so3(coeffs_full: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """f(g) = Σ (2l+1) F^l_{mn} conj(D^l_{mn}(g)) from [..., L, 2L−1, 2L−1]."""
-    from sphere_bench.models.signal_rotation import wigner_D_for_matrix
+    from sphere_bench.harmonic.signal_rotation import wigner_D_for_matrix
 
     L = coeffs_full.shape[-3]
     D = wigner_D_for_matrix(rot, L)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sphere_bench.data.rotations import haar_rotations
-from sphere_bench.models.s2_fft import s2_fft, s2_ifft
+from sphere_bench.harmonic.rotations import haar_rotations
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid
 from sphere_bench.models.s2cnn_zoo import S2CNNClassifier, S2CNNSegmentation, count_parameters
-from sphere_bench.models.signal_rotation import rotate_s2, rotate_s2_grid
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 EXPECTED = {

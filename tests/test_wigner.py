@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from sphere_bench.data.cache import temp_beside
-from sphere_bench.data.grids import soft_betas
-from sphere_bench.data.rotations import euler_zyz_to_matrix, haar_rotations
-from sphere_bench.models import wigner
-from sphere_bench.models.signal_rotation import wigner_D_for_matrix
+from sphere_bench.harmonic import wigner
+from sphere_bench.harmonic.grids import soft_betas
+from sphere_bench.harmonic.rotations import euler_zyz_to_matrix, haar_rotations
+from sphere_bench.harmonic.signal_rotation import wigner_D_for_matrix
+from sphere_bench.io import temp_beside
 
 
 def _d_closed_form(j: int, mp: int, m: int, beta: float) -> float:

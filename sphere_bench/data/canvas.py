@@ -1,6 +1,7 @@
 """Planar canvases holding one or several items (digits, clothes) before projection.
 
-This is sphere_bench's own rule for the paper's multi-digit spheres (docs/paper_protocol.md §1.6; the paper's
+This is sphere_bench's own rule for the paper's multi-digit spheres (docs/paper_protocol.md §1.6;
+the paper's
 code for it was never released): ``n_items`` items of 28×28 are tiled on a square canvas of
 ``tiles × tiles`` cells of 28×28 pixels (four digits: a 2×2 tiling into 56×56), item ``j`` in cell
 ``(j // tiles, j % tiles)``, each moved by an optional random integer offset of at most ``jitter``

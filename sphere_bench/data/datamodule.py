@@ -4,7 +4,8 @@ Batches reach the model as ``(x, y)``:
 
 * ``x``: float32 ``[batch, 1, 2B, 2B]`` on the SOFT (or paper) grid ``[beta, alpha]``,
   ``[batch, 1, 12·nside²]`` on HEALPix (RING or NESTED), or ``[batch, 1, nlat, nlon]`` on a
-  torch-harmonics grid (equiangular, legendre-gauss; :mod:`sphere_bench.data.grids`); values 0–255 (``intensity=minmax255``) or 0–1 (``unit``).
+  torch-harmonics grid (equiangular, legendre-gauss; :mod:`sphere_bench.harmonic.grids`); values
+  0–255 (``intensity=minmax255``) or 0–1 (``unit``).
 * ``y``: int64 ``[batch]`` classes 0–9, or ``[batch, *grid]`` masks (0 = background, 1–10 = class
   + 1) for segmentation.
 
@@ -26,9 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sphere_bench.data.canvas import compose_layers
-from sphere_bench.data.grids import grid_resolution
 from sphere_bench.data.planar_source import CLASS_NAMES, PlanarSplit, load_planar_split
-from sphere_bench.data.rotations import haar_rotations
 from sphere_bench.data.spherical_dataset import (
     NUM_SEG_CLASSES,
     ROTATE_MODES,
@@ -40,6 +39,8 @@ from sphere_bench.data.spherical_dataset import (
     render,
     split_generator,
 )
+from sphere_bench.harmonic.grids import grid_resolution
+from sphere_bench.harmonic.rotations import haar_rotations
 
 log = logging.getLogger(__name__)
 

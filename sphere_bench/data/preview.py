@@ -18,8 +18,8 @@ import matplotlib
 import numpy as np
 import torch
 
-from sphere_bench.data.grids import SphereGrid, soft_betas
 from sphere_bench.data.spherical_dataset import load_or_generate
+from sphere_bench.harmonic.grids import SphereGrid, soft_betas
 
 if TYPE_CHECKING:
     from sphere_bench.data.datamodule import SphericalDataModule

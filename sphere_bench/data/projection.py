@@ -3,7 +3,8 @@
 Geometry (``docs/paper_protocol.md`` §1.2; s2cnn ``examples/mnist/gendata.py``): the unit
 sphere is lifted so that it touches the plane ``z = 0`` with its south pole, and every sphere
 point ``x`` is mapped to the plane along the ray from the projection origin ``(0, 0, 2 + ε)``
-(just above the north pole, ``ε = 1e-3``) through the lifted point. For ``x = (x, y, z)`` this gives the plane point
+(just above the north pole, ``ε = 1e-3``) through the lifted point. For ``x = (x, y, z)`` this
+gives the plane point
 
     q = (x, y) · (2 + ε) / (1 + ε − z),          |q| ≈ 2·cot(β/2),
 
@@ -13,7 +14,8 @@ coordinates fall outside the image read 0. For a 28×28 digit the image corners 
 colatitude β ≈ 86.6° and the digit lies within about 56° of the south pole.
 
 Rotation: with rotation ``R`` the projected spherical image is ``f_R(x) = f(R⁻¹ x)`` (see
-:mod:`sphere_bench.data.rotations`), i.e. everything the unrotated image shows at ``x₀`` appears at
+:mod:`sphere_bench.harmonic.rotations`), i.e. everything the unrotated image shows at ``x₀``
+appears at
 ``R x₀``. (The paper rotates its grid by ``M`` instead, which is the same with ``R = M⁻¹``.)
 
 Interpolation:
@@ -47,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sphere_bench.data.grids import SphereGrid
+from sphere_bench.harmonic.grids import SphereGrid
 
 NORTH_POLE_EPSILON = 1e-3
 PLANE_HALF_WIDTH = 1.5
@@ -227,7 +229,7 @@ def project_planes(
     Args:
         planes: ``[N, K, H, W]`` float images (``K`` layers projected with the same geometry), on
             the CPU or a GPU.
-        grid: the sphere grid (:func:`sphere_bench.data.grids.make_grid`).
+        grid: the sphere grid (:func:`sphere_bench.harmonic.grids.make_grid`).
         rotations: ``[N, 3, 3]`` rotation per image, or ``None`` for the unrotated projection.
         interpolation: ``"bilinear"`` or ``"paper"`` (module docstring).
 

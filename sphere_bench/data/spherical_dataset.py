@@ -2,7 +2,7 @@
 
 A split is fully described by a :class:`SplitSpec`; :func:`generate_split` turns it into tensors
 (deterministically: the same spec gives bit-identical tensors) and :func:`load_or_generate` adds
-the on-disk cache (:mod:`sphere_bench.data.cache`).
+the on-disk cache (:mod:`sphere_bench.io`).
 
 Protocol (docs/paper_protocol.md §1.5, §2):
 
@@ -40,9 +40,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sphere_bench.data import cache
+from sphere_bench import io as cache
 from sphere_bench.data.canvas import check_canvas, compose_layers, default_tiles
-from sphere_bench.data.grids import SphereGrid, make_grid
 from sphere_bench.data.planar_source import (
     PlanarSplit,
     check_dataset_name,
@@ -55,7 +54,8 @@ from sphere_bench.data.projection import (
     minmax_uint8_paper,
     project_planes,
 )
-from sphere_bench.data.rotations import haar_rotations
+from sphere_bench.harmonic.grids import SphereGrid, make_grid
+from sphere_bench.harmonic.rotations import haar_rotations
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class SplitSpec:
         task: ``classification`` or ``segmentation``.
         split: ``train``, ``val`` or ``test``.
         n: number of samples N (> 0).
-        grid: ``soft``, ``paper`` or ``healpix`` (:mod:`sphere_bench.data.grids`).
+        grid: ``soft``, ``paper`` or ``healpix`` (:mod:`sphere_bench.harmonic.grids`).
         resolution: bandwidth B (soft, paper) or nside (healpix).
         rotate: ``none`` or ``random``.
         rotation_chunk: consecutive samples sharing one rotation (1 = one per sample).

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sphere_bench.data.cache import atomic_write_text
 from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.spherical_dataset import render_samples
 from sphere_bench.evaluate.equivariance import equivariance_errors
+from sphere_bench.io import atomic_write_text
 from sphere_bench.train.metrics import ConfusionMetrics
 from sphere_bench.train.record import config_hash, safe_instantiate
 

@@ -4,7 +4,7 @@ For inputs ``x`` (spherical images on the SOFT grid, ``[b, 1, 2B, 2B]``) and rot
 
 * **Grid rotations**: the three half-turns ``Rz(π)``, ``Ry(π)`` and ``Rz(π) Ry(π)`` map the SOFT
   grid of *every* bandwidth onto itself (on S² and on SO(3)), so ``R x`` is exact for any signal
-  (:func:`sphere_bench.models.signal_rotation.rotate_s2_grid`) and an S2CNN, whose hidden layers
+  (:func:`sphere_bench.harmonic.signal_rotation.rotate_s2_grid`) and an S2CNN, whose hidden layers
   live on grids of other bandwidths, must be equivariant to them to float precision. (A shift
   by ``π s/B`` with ``s ≠ B`` would not be a grid rotation of the hidden layers.) Segmentation
   error: ``‖f(R x) − R f(x)‖ / ‖f(x)‖`` on the output logits; classification:
@@ -14,7 +14,7 @@ For inputs ``x`` (spherical images on the SOFT grid, ``[b, 1, 2B, 2B]``) and rot
   of the rotated image, not a resampled one. Segmentation outputs are compared after projecting
   both onto band limit ``B`` (``P_B``), where rotation is exact in the spectral domain:
   ``‖P_B f(R x) − R P_B f(x)‖ / ‖P_B f(x)‖``
-  (:func:`sphere_bench.models.signal_rotation.rotate_s2`).
+  (:func:`sphere_bench.harmonic.signal_rotation.rotate_s2`).
 
 Also reported: the fraction of changed predictions (argmax per sample, or per pixel after the same
 band-limiting). An exactly equivariant model scores 0 on grid rotations up to float rounding; the
@@ -29,8 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from sphere_bench.models.s2_fft import s2_fft, s2_ifft
-from sphere_bench.models.signal_rotation import rotate_s2, rotate_s2_grid
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid
 
 Rerender = Callable[[torch.Tensor], torch.Tensor]
 
@@ -68,7 +68,7 @@ def equivariance_errors(
         ``grid_rel_error``, ``grid_changed_fraction`` and, with ``rerender``, ``haar_rel_error``,
         ``haar_changed_fraction`` (means over the draws).
     """
-    from sphere_bench.data.rotations import haar_rotations
+    from sphere_bench.harmonic.rotations import haar_rotations
 
     if task not in ("classification", "segmentation"):
         raise ValueError(f"task must be classification or segmentation, got {task!r}")
@@ -134,7 +134,7 @@ def spherical_coefficients(y: torch.Tensor, grid, lmax: int) -> torch.Tensor:
 
     Args:
         y: ``[..., *grid.shape]`` real signals.
-        grid: a :class:`sphere_bench.data.grids.SphereGrid` (soft, equiangular, legendre-gauss,
+        grid: a :class:`sphere_bench.harmonic.grids.SphereGrid` (soft, equiangular, legendre-gauss,
             healpix, healpix_nested).
         lmax: band limit ``L``.
 
@@ -174,7 +174,7 @@ def spherical_coefficients(y: torch.Tensor, grid, lmax: int) -> torch.Tensor:
     if grid.name == "soft":
         from torch_harmonics.legendre import legpoly
 
-        from sphere_bench.data.grids import soft_betas, soft_quadrature_weights
+        from sphere_bench.harmonic.grids import soft_betas, soft_quadrature_weights
 
         b = grid.resolution
         cos_beta = torch.from_numpy(__import__("numpy").cos(soft_betas(b)))
@@ -198,7 +198,7 @@ def rotate_coefficients(coeffs: torch.Tensor, rotations: torch.Tensor) -> torch.
     import healpy
     import numpy as np
 
-    from sphere_bench.data.rotations import matrix_to_euler_zyz
+    from sphere_bench.harmonic.rotations import matrix_to_euler_zyz
 
     lmax = coeffs.shape[-1]
     ls, ms = (torch.from_numpy(a) for a in healpy.Alm.getlm(lmax - 1))
@@ -293,7 +293,7 @@ def grid_equivariance_errors(
     ``lmax``: the common band limit ``L`` (clamped to :func:`exact_degree_limit`; recorded as
     ``spectral_lmax``).
     """
-    from sphere_bench.data.rotations import haar_rotations
+    from sphere_bench.harmonic.rotations import haar_rotations
 
     if task not in ("classification", "segmentation"):
         raise ValueError(f"task must be classification or segmentation, got {task!r}")

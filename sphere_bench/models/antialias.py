@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from sphere_bench.models.so3_fft import so3_fft, so3_ifft
+from sphere_bench.harmonic.so3_fft import so3_fft, so3_ifft
 
 __all__ = ["OversampledReLU", "oversampled_bandwidth"]
 

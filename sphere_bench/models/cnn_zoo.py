@@ -2,7 +2,7 @@
 
 Two families, both taking the S² signal as an ordinary 1-channel image of shape
 ``[N, 1, 2B, 2B]`` (axis ``-2`` = colatitude ``beta``, axis ``-1`` = longitude ``alpha``; see
-:mod:`sphere_bench.data.grids`):
+:mod:`sphere_bench.harmonic.grids`):
 
 * :class:`SegmentationCNN` — the paper's encoder–decoder ``ConvNet_sem_seg`` (Gerken et al., ICML
   2022; ``docs/paper_protocol.md`` §3.2), ``[N, 1, 2B, 2B] → [N, num_classes, 2B, 2B]`` logits.

@@ -12,9 +12,10 @@ Conventions
   ``equiangular`` (Clenshaw–Curtis colatitudes ``θ_j = πj/(nlat−1)``, poles included,
   ``nlon = 2(nlat−1)``) or ``legendre-gauss`` (Gauss–Legendre nodes in ``cos θ``,
   ``nlon = 2·nlat``); rows run from the north pole (``θ = 0``) south, longitudes
-  ``φ_k = 2πk/nlon`` (:func:`sphere_bench.data.grids.torch_harmonics_shape`, the data grids of the
+  ``φ_k = 2πk/nlon`` (:func:`sphere_bench.harmonic.grids.torch_harmonics_shape`, the data grids of
+  the
   same names). Level ``i`` of a network has ``nlat_i`` from halving the grid ``i`` times
-  (:func:`sphere_bench.data.grids.torch_harmonics_levels`), so ``nlon`` halves exactly and
+  (:func:`sphere_bench.harmonic.grids.torch_harmonics_levels`), so ``nlon`` halves exactly and
   torch-harmonics' longitude shift (its "p-shift") stays exact.
 * Filters: ``kernel_shape`` of torch-harmonics' piecewise-linear basis (``[5, 4]`` = a centre and
   two rings of 4 azimuthal nodes, 9 weights per channel pair, like a 3×3 planar filter), filter
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sphere_bench.data.grids import torch_harmonics_levels, torch_harmonics_shape
+from sphere_bench.harmonic.grids import torch_harmonics_levels, torch_harmonics_shape
 
 __all__ = ["DiscoClassifier", "DiscoSegmenter"]
 

@@ -9,14 +9,14 @@ a frame ``F(x) ⊂ SO(3)`` with ``F(R x) = R F(x)`` (as sets):
 
 so that ``Φ(R x) = Φ(x)`` (resp. ``R Φ(x)``) for every rotation ``R``; with one frame element this
 is canonicalisation (Kaba et al., "Equivariance with Learned Canonicalization Functions", ICML
-2023). Rotating a signal means ``(R f)(x) = f(R⁻¹ x)`` (:mod:`sphere_bench.data.rotations`).
+2023). Rotating a signal means ``(R f)(x) = f(R⁻¹ x)`` (:mod:`sphere_bench.harmonic.rotations`).
 
 The frame (Puny et al. §3.1, the PCA frame of point clouds, transferred to a spherical image
 ``f``): the eigenvectors ``V = [v₁ v₂ v₃]`` (eigenvalues ascending) of the second-moment tensor
 
     M(f) = ∫_{S²} f(x) x xᵀ dx ≈ (π/B) Σ_{j,k} w_j f(β_j, α_k) x_{jk} x_{jk}ᵀ
 
-(SOFT quadrature weights ``w_j``, :func:`sphere_bench.data.grids.soft_quadrature_weights``;
+(SOFT quadrature weights ``w_j``, :func:`sphere_bench.harmonic.grids.soft_quadrature_weights``;
 channels are summed first). The entries of ``x xᵀ`` are polynomials of degree ≤ 2, so ``M`` depends
 only on the degree-0 and degree-2 harmonic coefficients of ``f``, and the quadrature gives exactly
 those of the band-limited ``P_B f``. ``M(R f) = R M(f) Rᵀ``, so the eigenvectors rotate with the
@@ -24,7 +24,7 @@ image up to their signs; the four sign patterns ``V diag(s)`` with ``det = +1`` 
 ``det V = +1``) are the frame, ``|F(x)| = 4`` — which sign ``eigh`` returns does not matter.
 
 Exactness. ``g⁻¹ x`` and ``g · φ(·)`` are computed by spectral rotation
-(:func:`sphere_bench.models.signal_rotation.rotate_s2`, Wigner-D in float64), which is exact for
+(:func:`sphere_bench.harmonic.signal_rotation.rotate_s2`, Wigner-D in float64), which is exact for
 band-limited signals and otherwise rotates the band-limited projection ``P_B``. Hence:
 
 * for rotations that map the grid to itself (longitude shifts by multiples of ``π/B``, the half
@@ -58,8 +58,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from sphere_bench.data.grids import angles_to_xyz, soft_alphas, soft_betas, soft_quadrature_weights
-from sphere_bench.models.signal_rotation import rotate_s2
+from sphere_bench.harmonic.grids import (
+    angles_to_xyz,
+    soft_alphas,
+    soft_betas,
+    soft_quadrature_weights,
+)
+from sphere_bench.harmonic.signal_rotation import rotate_s2
 
 __all__ = ["FrameAveraged", "second_moment", "pca_frames", "relative_gaps", "SIGN_PATTERNS"]
 

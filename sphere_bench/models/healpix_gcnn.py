@@ -9,7 +9,7 @@ Conventions
 -----------
 * **Ordering.** Every signal a model here takes or returns is in HEALPix **NESTED** order,
   ``[batch, channels, 12·nside²]`` (the data grid ``healpix_nested`` of
-  :mod:`sphere_bench.data.grids`). NESTED is what makes pooling a reshape: the four children of
+  :mod:`sphere_bench.harmonic.grids`). NESTED is what makes pooling a reshape: the four children of
   pixel ``p`` at ``nside`` are pixels ``4p … 4p+3`` at ``2·nside``. A RING-ordered map is
   converted explicitly with :func:`ring_to_nested` (``x_nest = x_ring[..., nest2ring]``, healpy's
   ``nest2ring`` table) and back with :func:`nested_to_ring`.

@@ -15,12 +15,13 @@ Every spherical layer of both codes holds ``kernel`` ``[C_in, C_out, |grid|]`` a
 (``[1, C_out, 1, 1, 1]`` on SO(3), ``[1, C_out, 1, 1]`` on S²), with the same fixed scaling
 outside the parameters; they map one to one. The kernel points need no relabelling: both codes
 order the near-identity grids β-major, then α, then pre-γ (point ``(b·n_α + a)·n_γ + p``; see
-:mod:`sphere_bench.models.kernel_grids`), and with identical weights the two networks compute
+:mod:`sphere_bench.harmonic.kernel_grids`), and with identical weights the two networks compute
 the same function: measured with the paper's code (``scripts/compare_reference_s2cnn.py``,
 numbers in ``docs/reference_s2cnn.md``), every layer agrees to a relative difference below 1e-6
 in float32 (``S2ConvNet_original``: 2.4e-7 and 3.8e-7 for its two layers, 2.5e-7 for the
 logits), which a relabelled kernel grid would turn into an O(1) difference. Layers that raise
-the bandwidth agree only with ``upsampling="paper"`` (:mod:`sphere_bench.models.paper_upsampling`).
+the bandwidth agree only with ``upsampling="paper"``
+(:mod:`sphere_bench.harmonic.paper_upsampling`).
 
 The bandwidths and kernel-grid radii are not stored in a state_dict: build the sphere_bench model
 with the reference's constructor arguments (``conf/model/s2cnn_seg_204k.yaml`` and

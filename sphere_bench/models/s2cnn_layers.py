@@ -2,12 +2,13 @@
 
 Shapes: S² signals ``[N, C, 2B, 2B]`` (``[β, α]``), SO(3) signals ``[N, C, 2B, 2B, 2B]``
 (``[β, α, γ]``) on the SOFT grid, in s2cnn's 'quantum', centered, Condon–Shortley normalisation
-(:mod:`.s2_fft`, :mod:`.so3_fft`).
+(:mod:`sphere_bench.harmonic.s2_fft`, :mod:`sphere_bench.harmonic.so3_fft`).
 
 Implementation (one layer = analysis → per-degree products → synthesis):
 
 * SO(3) grids travel between layers in the spatial-major memory layout ``[α, γ, N, C, β]``
-  of :mod:`.so3_fft` (exposed as ``[N, C, β, α, γ]`` views): the angle DFTs are GEMMs on the
+  of :mod:`sphere_bench.harmonic.so3_fft` (exposed as ``[N, C, β, α, γ]`` views): the angle DFTs
+  are GEMMs on the
   outer axes, the Wigner-d contractions batched GEMMs over ``(m, n)`` pairs, with no layout
   copies of grid-sized data. Any pointwise module between layers (the nonlinearity) keeps
   that layout; an input in another layout costs one copy.
@@ -29,7 +30,8 @@ to output: the bandwidth change; the synthesis zero-pads degrees ``L ≤ l < b_o
 nonlinearity is not part of a layer: the zoo puts an ``nn.ReLU`` between layers.
 
 Every layer is a correlation with a kernel ``ψ`` that lives on a near-identity grid
-(:mod:`.kernel_grids`) and is parameterised exactly as in s2cnn: ``kernel`` of shape
+(:mod:`sphere_bench.harmonic.kernel_grids`) and is parameterised exactly as in s2cnn: ``kernel`` of
+shape
 ``[C_in, C_out, |grid|]`` initialised ``U(−1, 1)``, multiplied by a fixed ``scaling``, plus a zero
 initialised ``bias``. In the continuum, with ``f̃`` the band-limited (``l < min(b_in, b_out)``)
 projection of the input:
@@ -49,7 +51,7 @@ projection of the input:
 
 The factor ``2 b_out`` and the scalings are s2cnn's. **Kernel-point order**: ``kernel[:, :, i]``
 is the weight of the same grid point as in s2cnn (β-major, then α, then pre-γ; see
-:mod:`.kernel_grids`), so a reference state_dict loads without relabelling
+:mod:`sphere_bench.harmonic.kernel_grids`), so a reference state_dict loads without relabelling
 (:mod:`.s2cnn_import`). Verified with the paper's code (``scripts/compare_reference_s2cnn.py``):
 with identical weights every layer agrees to a relative difference < 1e-6 in float32 (layers
 that raise the bandwidth with ``upsampling="paper"``), where a relabelling would give O(1).
@@ -59,7 +61,8 @@ Every layer is equivariant: rotating the input by ``R`` (left action) rotates th
 Bandwidth changes are exact spectral truncation or zero padding (``upsampling="exact"``, the
 default). ``upsampling="paper"`` makes the SO(3)-input layers that raise the bandwidth
 (``b_in < b_out``) carry ``b_out`` degrees, evaluating ``b_in ≤ l < b_out`` by quadrature on the
-coarse grid as the reference does (aliasing; :mod:`.paper_upsampling`); S2Convolution stays
+coarse grid as the reference does (aliasing; :mod:`sphere_bench.harmonic.paper_upsampling`);
+S2Convolution stays
 exact (the reference's S² transform cannot up-sample). Kernel spectra are computed
 from the structured grids by small FFTs (over α) and a 3-angle Wigner-d sum — never a dense
 ``[|grid|, nspec]`` matrix.
@@ -74,23 +77,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from sphere_bench.data.grids import check_bandwidth
-from sphere_bench.models.kernel_grids import (
+from sphere_bench.harmonic.grids import check_bandwidth
+from sphere_bench.harmonic.kernel_grids import (
     S2KernelGrid,
     SO3KernelGrid,
     s2_near_identity_grid,
     so3_near_identity_grid,
 )
-from sphere_bench.models.paper_upsampling import check_upsampling, so3_analysis_aliased
-from sphere_bench.models.s2_fft import s2_analysis_pairs, s2_synthesis_pairs
-from sphere_bench.models.so3_fft import (
+from sphere_bench.harmonic.paper_upsampling import check_upsampling, so3_analysis_aliased
+from sphere_bench.harmonic.s2_fft import s2_analysis_pairs, s2_synthesis_pairs
+from sphere_bench.harmonic.so3_fft import (
     so3_analysis_spatial,
     so3_from_spatial_major,
     so3_integrate,
     so3_spatial_major,
     so3_synthesis_spatial,
 )
-from sphere_bench.models.wigner import (
+from sphere_bench.harmonic.wigner import (
     _cached,
     kernel_chunk_table,
     kernel_d_table,
@@ -117,7 +120,8 @@ CHUNK_OVERHEAD_FLOPS = 2.0e6
 def _rows_from_pairs(
     spec: torch.Tensor, num_degrees: int, lo: int, hi: int, n: int, c: int
 ) -> torch.Tensor:
-    """Analysis ``[(m, n'), (r, N, C), l]`` (:func:`.so3_fft.so3_analysis_spatial`) → complex
+    """Analysis ``[(m, n'), (r, N, C), l]``
+    (:func:`sphere_bench.harmonic.so3_fft.so3_analysis_spatial`) → complex
     ``[l, (m, N), (k, C)]`` for ``lo ≤ l < hi``, ``m < hi``, ``|k| < hi``: the left operands of
     the chunk's per-degree products (one copy)."""
     L, lc = num_degrees, hi - lo
@@ -227,7 +231,8 @@ class _GridKernelCorrelation(nn.Module):
 
     def _so3_analysis(self, x: torch.Tensor, num_degrees: int) -> torch.Tensor:
         """Forward SO(3) transform of ``x`` ``[N, C, 2b_in, 2b_in, 2b_in]`` in the layout of
-        :func:`.so3_fft.so3_analysis_spatial` (``[(m, n), (r, N, C), l]``): exact, or the
+        :func:`sphere_bench.harmonic.so3_fft.so3_analysis_spatial` (``[(m, n), (r, N, C), l]``):
+        exact, or the
         reference's aliased one when :meth:`spectral_degrees` exceeds ``b_in``."""
         if num_degrees > self.b_in:
             L, p = num_degrees, x.shape[0] * x.shape[1]
@@ -241,7 +246,8 @@ class _GridKernelCorrelation(nn.Module):
         raise NotImplementedError
 
     def degree_chunks(self, n: int) -> tuple[tuple[int, int], ...]:
-        """The degree chunks used at batch size ``n`` (:func:`.wigner.plan_degree_chunks`).
+        """The degree chunks used at batch size ``n``
+        (:func:`sphere_bench.harmonic.wigner.plan_degree_chunks`).
 
         The per-degree blocks grow like ``(l+1)(2l+1)²``; a chunk pads its degrees to its
         largest one, so more chunks waste fewer FLOPs on structural zeros but add launches. The
@@ -327,7 +333,8 @@ class S2Convolution(_GridKernelCorrelation):
         """``[N, C_in, 2b_in, 2b_in]`` → ``[N, C_out, 2b_out, 2b_out, 2b_out]``.
 
         The output is a permuted view of spatial-major memory ``[α, γ, N, C_out, β]``
-        (:func:`.so3_fft.so3_from_spatial_major`), the layout the next SO(3) layer reads.
+        (:func:`sphere_bench.harmonic.so3_fft.so3_from_spatial_major`), the layout the next SO(3)
+        layer reads.
         """
         self._check_input(x)
         n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
@@ -351,7 +358,7 @@ class SO3Convolution(_GridKernelCorrelation):
         b_in, b_out: bandwidths of input ``[N, C_in, 2b_in]*3`` and output ``[N, C_out, 2b_out]*3``.
         grid: kernel grid (default :func:`so3_near_identity_grid`, 192 points).
         upsampling: ``"exact"`` (zero-pad when ``b_in < b_out``) or ``"paper"`` (the
-            reference's aliased higher degrees, :mod:`.paper_upsampling`).
+            reference's aliased higher degrees, :mod:`sphere_bench.harmonic.paper_upsampling`).
     """
 
     input_dims = 5
@@ -402,7 +409,8 @@ class SO3Convolution(_GridKernelCorrelation):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C_in, 2b_in, 2b_in, 2b_in]`` → ``[N, C_out, 2b_out, 2b_out, 2b_out]``.
 
-        Reads and writes spatial-major memory (:func:`.so3_fft.so3_spatial_major`); an input in
+        Reads and writes spatial-major memory
+        (:func:`sphere_bench.harmonic.so3_fft.so3_spatial_major`); an input in
         another memory layout costs one copy.
         """
         self._check_input(x)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sphere_bench.data.grids import check_bandwidth
+from sphere_bench.harmonic.grids import check_bandwidth
+from sphere_bench.harmonic.kernel_grids import s2_near_identity_grid, so3_near_identity_grid
 from sphere_bench.models.antialias import OversampledReLU, oversampled_bandwidth
-from sphere_bench.models.kernel_grids import s2_near_identity_grid, so3_near_identity_grid
 from sphere_bench.models.s2cnn_layers import (
     S2Convolution,
     SO3Convolution,
@@ -147,7 +147,7 @@ class S2CNNSegmentation(nn.Module):
         task: optional, must be ``"segmentation"`` (lets configs carry the key).
         upsampling: ``"exact"`` (default: a bandwidth increase zero-pads the spectrum) or
             ``"paper"`` (the reference's aliased evaluation of the degrees ``b_in ≤ l < b_out``
-            in the up-sampling layers; :mod:`sphere_bench.models.paper_upsampling`).
+            in the up-sampling layers; :mod:`sphere_bench.harmonic.paper_upsampling`).
         oversampling: apply every ReLU on the SO(3) grid of ``⌈oversampling · b⌉`` (anti-aliased,
             :mod:`sphere_bench.models.antialias`); 1 (default) is the paper's grid ReLU. Same
             parameters either way.

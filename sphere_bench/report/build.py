@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.io import atomic_write_text
 from sphere_bench.report.figures import (
     figure_equivariance,
     figure_latency,

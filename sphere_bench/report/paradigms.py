@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.io import atomic_write_text
 from sphere_bench.report.records import TRAIN_LABEL, flatten, load_runs, to_float
 from sphere_bench.report.text import markdown_table
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.io import atomic_write_text
 from sphere_bench.report.records import (
     FIGURE_NAME,
     METRIC_NAME,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from sphere_bench.data.cache import (
+from sphere_bench.io import (
     _crc32,
     atomic_write_text,
     remove_stale_temp_files,

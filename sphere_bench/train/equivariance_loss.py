@@ -1,7 +1,7 @@
 """Soft-equivariance regulariser: a penalty on ``f(R x) − R f(x)`` under fresh Haar rotations.
 
 For a batch ``x`` ``[N, 1, 2B, 2B]`` on the SOFT grid and one Haar-random rotation ``R_i`` per
-sample (:func:`sphere_bench.data.rotations.haar_rotations`, drawn from torch's global generator,
+sample (:func:`sphere_bench.harmonic.rotations.haar_rotations`, drawn from torch's global generator,
 so a seeded run is reproducible):
 
     classification   P = mean_i ‖f(R_i x_i) − f(x_i)‖² / K                  (logit invariance)
@@ -9,7 +9,7 @@ so a seeded run is reproducible):
 
 ``K`` = number of logits (per pixel), so ``P`` is a mean squared logit difference. Both inputs
 are band-limited: ``x_i`` enters as ``P_B x_i`` and ``R_i x_i`` as the spectral rotation
-:func:`sphere_bench.models.signal_rotation.rotate_s2` of ``x_i`` (= ``R_i P_B x_i``, exact), so
+:func:`sphere_bench.harmonic.signal_rotation.rotate_s2` of ``x_i`` (= ``R_i P_B x_i``, exact), so
 ``P`` and its gradient vanish for an exactly equivariant model; segmentation outputs are compared
 after the band-limiting ``P_B`` in which rotation is exact (as
 :mod:`sphere_bench.evaluate.equivariance` does). This is the soft-equivariance / consistency
@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sphere_bench.data.rotations import haar_rotations
-from sphere_bench.models.s2_fft import s2_fft, s2_ifft
-from sphere_bench.models.signal_rotation import rotate_s2
+from sphere_bench.harmonic.rotations import haar_rotations
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
+from sphere_bench.harmonic.signal_rotation import rotate_s2
 
 __all__ = ["equivariance_penalty"]
 

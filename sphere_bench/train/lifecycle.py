@@ -38,7 +38,7 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from sphere_bench.data.cache import atomic_write_text, pid_alive
+from sphere_bench.io import atomic_write_text, pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from sphere_bench import system_info
-from sphere_bench.data.cache import atomic_write_text
+from sphere_bench.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 

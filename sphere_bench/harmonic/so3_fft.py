@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import torch
 
-from sphere_bench.data.grids import check_bandwidth
-from sphere_bench.models.s2_fft import (
+from sphere_bench.harmonic.grids import check_bandwidth
+from sphere_bench.harmonic.s2_fft import (
     _degree_factor,
     _ForwardTransform,
     _grid_bandwidth,
     _InverseTransform,
     quadrature_tensor,
 )
-from sphere_bench.models.wigner import (
+from sphere_bench.harmonic.wigner import (
     so3_analysis_table,
     so3_pair_table,
     so3_synthesis_table,

@@ -5,7 +5,7 @@ Conventions (those of lie_learn/s2cnn: ``normalization='quantum'``, ``order='cen
 
 * ``d^l_{mn}(β) = <l m| exp(-i β J_y) |l n>``, real, ``l ≥ 0``, ``|m|, |n| ≤ l``.
 * ``D^l_{mn}(α, β, γ) = exp(-i m α) d^l_{mn}(β) exp(-i n γ)`` for the ZYZ Euler angles of
-  :mod:`sphere_bench.data.rotations` (``R = Rz(α) Ry(β) Rz(γ)``). ``D^l`` is a unitary
+  :mod:`sphere_bench.harmonic.rotations` (``R = Rz(α) Ry(β) Rz(γ)``). ``D^l`` is a unitary
   representation, ``D^l(R1 R2) = D^l(R1) D^l(R2)``, and for ``(R f)(x) = f(R⁻¹x)`` the spherical
   harmonics transform as ``Y_lm(R⁻¹ x) = Σ_{m'} Y_{lm'}(x) D^l_{m'm}(R)``.
 * ``Y_lm(β, α) = sqrt((2l+1)/(4π)) · conj(D^l_{m0}(α, β, 0))`` (Condon–Shortley phase included).
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sphere_bench.data.cache import load_tensors, save_tensors
-from sphere_bench.data.grids import check_bandwidth, soft_betas
+from sphere_bench.harmonic.grids import check_bandwidth, soft_betas
+from sphere_bench.io import load_tensors, save_tensors
 
 __all__ = [
     "wigner_d_half_pi",
@@ -201,7 +201,7 @@ def soft_wigner_d_compact(bandwidth: int) -> np.ndarray:
 
     Row ``compact_offsets(B)[l] + m (2l+1) + (n + l)`` holds ``d^l_{mn}(β_j)`` for ``l < B``,
     ``0 ≤ m ≤ l``, ``|n| ≤ l``; ``P = Σ_{l<B} (l+1)(2l+1)``. Loaded from the disk cache when
-    present and intact, otherwise computed and stored through :mod:`sphere_bench.data.cache`
+    present and intact, otherwise computed and stored through :mod:`sphere_bench.io`
     (atomic write, size + CRC-32 sidecar verified on every load; a corrupt entry is rebuilt).
     """
     check_bandwidth(bandwidth)
@@ -358,7 +358,7 @@ def so3_analysis_table(
     weights folded in; shape ``[L(2L−1), 2B, L]``, ``0 ≤ m < L``, ``|n| < L``, zero where
     ``l < max(m, |n|)``. Built from the compact float64 table. Cached.
     """
-    from sphere_bench.data.grids import soft_quadrature_weights
+    from sphere_bench.harmonic.grids import soft_quadrature_weights
 
     _check_degrees(bandwidth, num_degrees)
     device = torch.device(device)

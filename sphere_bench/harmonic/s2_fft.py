@@ -1,7 +1,7 @@
 """Exact spherical harmonic transforms on the SOFT grid, pure PyTorch.
 
 Grid: ``x[..., j, k] = f(β_j, α_k)``, shape ``[..., 2B, 2B]``, ``β_j = π(2j+1)/(4B)``,
-``α_k = πk/B`` (:mod:`sphere_bench.data.grids`).
+``α_k = πk/B`` (:mod:`sphere_bench.harmonic.grids`).
 
 Normalisation (s2cnn / lie_learn, 'quantum', centered, Condon–Shortley; :mod:`.wigner`):
 
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sphere_bench.data.grids import check_bandwidth, soft_quadrature_weights
-from sphere_bench.models.wigner import s2_pair_table
+from sphere_bench.harmonic.grids import check_bandwidth, soft_quadrature_weights
+from sphere_bench.harmonic.wigner import s2_pair_table
 
 __all__ = [
     "S2FFT",

@@ -1,4 +1,8 @@
-"""Atomic, verified on-disk cache for dictionaries of tensors.
+"""Files written atomically, and an atomic, verified on-disk cache for dictionaries of tensors.
+
+Used project-wide: :func:`atomic_write_text` / :func:`atomic_write_bytes` for records, reports and
+figures; :func:`save_tensors` / :func:`load_tensors` for generated datasets, Wigner tables and
+checkpoint sidecars; :func:`pid_alive` for job locks. It imports nothing from sphere_bench.
 
 An entry is two files: ``<name>.pt`` (``torch.save`` of the tensors) and ``<name>.pt.json`` (its
 byte size, CRC-32 and free-form metadata). Both are written to a temporary file in the same folder

@@ -1,6 +1,6 @@
 """Rotating S² and SO(3) grid signals: exactly on the grid, or spectrally with Wigner-D.
 
-Convention (:mod:`sphere_bench.data.rotations`): ``(R f)(x) = f(R⁻¹ x)`` on S² and
+Convention (:mod:`sphere_bench.harmonic.rotations`): ``(R f)(x) = f(R⁻¹ x)`` on S² and
 ``(R f)(g) = f(R⁻¹ g)`` on SO(3) (left action), ``R = Rz(α) Ry(β) Rz(γ)``. Signals live on the SOFT
 grid, ``[..., 2B, 2B]`` = ``[β, α]`` or ``[..., 2B, 2B, 2B]`` = ``[β, α, γ]``.
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import torch
 
-from sphere_bench.data.rotations import euler_zyz_to_matrix, matrix_to_euler_zyz
-from sphere_bench.models.s2_fft import s2_fft, s2_full_to_half, s2_half_to_full, s2_ifft
-from sphere_bench.models.so3_fft import so3_fft, so3_full_to_half, so3_half_to_full, so3_ifft
-from sphere_bench.models.wigner import wigner_D_padded
+from sphere_bench.harmonic.rotations import euler_zyz_to_matrix, matrix_to_euler_zyz
+from sphere_bench.harmonic.s2_fft import s2_fft, s2_full_to_half, s2_half_to_full, s2_ifft
+from sphere_bench.harmonic.so3_fft import so3_fft, so3_full_to_half, so3_half_to_full, so3_ifft
+from sphere_bench.harmonic.wigner import wigner_D_padded
 
 __all__ = [
     "grid_rotation_matrix",

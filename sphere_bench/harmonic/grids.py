@@ -39,7 +39,8 @@ HEALPIX_GRIDS = ("healpix", "healpix_nested")
 
 
 def torch_harmonics_shape(grid: str, nlat: int) -> tuple[int, int]:
-    """``(nlat, nlon)`` of a torch-harmonics grid: ``nlon = 2(nlat−1)`` (equiangular), ``2·nlat`` (LG).
+    """``(nlat, nlon)`` of a torch-harmonics grid: ``nlon = 2(nlat−1)`` (equiangular), ``2·nlat``
+    (LG).
 
     Raises ``ValueError`` for an unknown grid or ``nlat`` below 3 (equiangular) / 2 (LG).
     """
@@ -77,7 +78,8 @@ def torch_harmonics_levels(grid: str, nlat: int, n_levels: int) -> list[int]:
 
 
 def grid_resolution(name: str, bandwidth: int, nside: int, nlat: int) -> int:
-    """The resolution key of grid ``name``: ``nside`` (HEALPix), ``nlat`` (torch-harmonics), else B."""
+    """The resolution key of grid ``name``: ``nside`` (HEALPix), ``nlat`` (torch-harmonics), else
+    B."""
     if name in HEALPIX_GRIDS:
         return nside
     return nlat if name in TORCH_HARMONICS_GRIDS else bandwidth
@@ -178,7 +180,8 @@ class SphereGrid:
         return angles_to_xyz(beta, alpha).reshape(-1, 3)
 
     def product_angles(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(betas, alphas)`` of a product grid (soft, paper, torch-harmonics); ``None`` for healpix."""
+        """``(betas, alphas)`` of a product grid (soft, paper, torch-harmonics); ``None`` for
+        healpix."""
         if self.name in HEALPIX_GRIDS:
             return None
         if self.name in TORCH_HARMONICS_GRIDS:

@@ -9,7 +9,7 @@ the fork ``Schuh93/sem_seg_s2cnn``) returns ``b_out`` degrees, not ``b_in``: for
     |m|, |n| ≤ min(l, b_in − 1),
 
 by quadrature on the coarse ``b_in`` SOFT grid (``β_j``, weights ``w_j`` of
-:func:`sphere_bench.data.grids.soft_quadrature_weights`). For ``l < b_in`` this is the exact
+:func:`sphere_bench.harmonic.grids.soft_quadrature_weights`). For ``l < b_in`` this is the exact
 transform; for ``b_in ≤ l < b_out`` the quadrature is not exact (the grid resolves only degrees
 < b_in), so those coefficients are aliases of the lower degrees, not zero. The layer then
 multiplies them with the kernel's spectrum up to degree ``b_out − 1`` and synthesises on the
@@ -30,8 +30,8 @@ import threading
 import numpy as np
 import torch
 
-from sphere_bench.data.grids import soft_betas, soft_quadrature_weights
-from sphere_bench.models.wigner import wigner_d
+from sphere_bench.harmonic.grids import soft_betas, soft_quadrature_weights
+from sphere_bench.harmonic.wigner import wigner_d
 
 __all__ = [
     "UPSAMPLING_MODES",
@@ -92,7 +92,7 @@ def so3_analysis_aliased(x: torch.Tensor, num_degrees: int) -> torch.Tensor:
     Returns:
         complex ``[L(m), 2L−1(n), L(l), N]`` with ``[m, n + L − 1, l, i] = F^l_{mn}`` of signal
         ``i`` (zero where ``l < max(m, |n|)`` or ``max(m, |n|) ≥ B``), like
-        :func:`sphere_bench.models.so3_fft.so3_analysis_pairs`.
+        :func:`sphere_bench.harmonic.so3_fft.so3_analysis_pairs`.
     """
     if x.dim() != 4 or not (x.shape[1] == x.shape[2] == x.shape[3]) or x.shape[1] % 2:
         raise ValueError(f"expected [N, 2B, 2B, 2B], got {tuple(x.shape)}")
