@@ -41,11 +41,12 @@ from sphere_bench.data.spherical_dataset import (
 )
 from sphere_bench.harmonic.grids import grid_resolution
 from sphere_bench.harmonic.rotations import haar_rotations
+from sphere_bench.schema import CLASSIFICATION, TEST_SET_OF_ROTATION
 
 log = logging.getLogger(__name__)
 
 AUGMENTATIONS = ("offline", "online")
-SET_SUFFIX = {"none": "nr", "random": "r"}
+SET_SUFFIX = TEST_SET_OF_ROTATION
 
 
 class SphericalTensorDataset(Dataset):
@@ -235,12 +236,12 @@ class SphericalDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         """10 for classification, 11 (background + 10) for segmentation."""
-        return 10 if self.task == "classification" else NUM_SEG_CLASSES
+        return 10 if self.task == CLASSIFICATION else NUM_SEG_CLASSES
 
     @property
     def class_names(self) -> tuple[str, ...]:
         names = CLASS_NAMES[self.train_spec.dataset]
-        return names if self.task == "classification" else ("background", *names)
+        return names if self.task == CLASSIFICATION else ("background", *names)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

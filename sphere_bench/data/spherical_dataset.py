@@ -56,12 +56,12 @@ from sphere_bench.data.projection import (
 )
 from sphere_bench.harmonic.grids import SphereGrid, make_grid
 from sphere_bench.harmonic.rotations import haar_rotations
+from sphere_bench.schema import ROTATIONS, TASKS
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classification", "segmentation")
 SPLITS = ("train", "val", "test")
-ROTATE_MODES = ("none", "random")
+ROTATE_MODES = ROTATIONS
 INTENSITIES = ("minmax255", "unit")
 NUM_SOURCE_TRAIN = 60_000
 NUM_SEG_CLASSES = 11  # background + 10 item classes

@@ -31,6 +31,7 @@ from torch import nn
 
 from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
 from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid
+from sphere_bench.schema import SEGMENTATION, check_task
 
 Rerender = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,12 +71,11 @@ def equivariance_errors(
     """
     from sphere_bench.harmonic.rotations import haar_rotations
 
-    if task not in ("classification", "segmentation"):
-        raise ValueError(f"task must be classification or segmentation, got {task!r}")
+    check_task(task)
     was_training = model.training
     model.eval()
     two_b = inputs.shape[-1]
-    segmentation = task == "segmentation"
+    segmentation = task == SEGMENTATION
     reference = model(inputs)
     out: dict[str, list[float]] = {"grid_rel_error": [], "grid_changed_fraction": []}
     for shift, flip in ((two_b // 2, False), (0, True), (two_b // 2, True)):
@@ -295,11 +295,10 @@ def grid_equivariance_errors(
     """
     from sphere_bench.harmonic.rotations import haar_rotations
 
-    if task not in ("classification", "segmentation"):
-        raise ValueError(f"task must be classification or segmentation, got {task!r}")
+    check_task(task)
     was_training = model.training
     model.eval()
-    segmentation = task == "segmentation"
+    segmentation = task == SEGMENTATION
     flat = inputs.shape[: inputs.dim() - len(grid.shape)]
     reference = model(inputs)
     out: dict[str, list[float]] = {"grid_rel_error": [], "grid_changed_fraction": []}

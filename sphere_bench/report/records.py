@@ -1,5 +1,7 @@
 """Result records → one row each → mean ± std per configuration; the paper's values.
 
+Records are read through :class:`sphere_bench.schema.Record` (the schema the training side writes
+with); the test sets, tasks and their metrics are the vocabulary of :mod:`sphere_bench.schema`.
 Records are data. Reading one never runs code it names: models and datamodules are built from a
 record's config with :func:`sphere_bench.train.record.safe_instantiate` (allowlisted sphere_bench
 classes only; anything else raises ``UntrustedTargetError``). A record of the wrong shape (valid
@@ -19,6 +21,16 @@ from typing import Any
 
 import pandas as pd
 
+from sphere_bench.schema import (
+    MAIN_METRIC,
+    ROTATION_LABEL,
+    ROTATION_OF_TEST_SET,
+    STATUS_COMPLETE,
+    Record,
+    RecordError,
+    record_problem,
+)
+from sphere_bench.schema import TEST_SETS as TEST_SETS
 from sphere_bench.train.record import (  # noqa: F401 - re-exported: the report's safe builder
     ALLOWED_TARGETS,
     UntrustedTargetError,
@@ -38,11 +50,10 @@ KEY: tuple[str, ...] = (
     "n_train",
     "bandwidth",
 )
-TEST_SETS: tuple[str, ...] = ("nr", "r")
-ROTATE_OF_SET = {"nr": "none", "r": "random"}
+ROTATE_OF_SET = ROTATION_OF_TEST_SET
 SET_TITLES = {"nr": "NR test set (unrotated)", "r": "R test set (randomly rotated)"}
-TRAIN_LABEL = {"none": "NR", "random": "R"}
-METRIC_OF_TASK = {"classification": "acc", "segmentation": "miou"}
+TRAIN_LABEL = ROTATION_LABEL
+METRIC_OF_TASK = MAIN_METRIC
 METRIC_AXIS = {"acc": "test accuracy (%)", "miou": "test mIoU, non-background (%)"}
 METRIC_NAME = {"acc": "accuracy", "miou": "mIoU"}
 DATASET_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -119,40 +130,12 @@ def record_paths(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> l
 
 
 #: Top-level record entries the report reads, with the JSON type each must have when present.
-RECORD_SHAPE: dict[str, type | tuple[type, ...]] = {
-    "status": str,
-    "model": dict,
-    "data": dict,
-    "test": dict,
-    "timing": dict,
-    "config": dict,
-    "checkpoint": dict,
-    "evaluation": dict,
-    "env": dict,
-    "error": (dict, type(None)),
-}
+RECORD_SHAPE = Record.SHAPE
 
 
 def record_shape_problem(record: Any) -> str | None:
     """Why ``record`` (parsed JSON) is not a result record the report can read, or None."""
-    if not isinstance(record, dict):
-        return f"not a result record (a JSON {type(record).__name__})"
-    if "status" not in record:
-        return "not a result record (no 'status')"
-    for key, kind in RECORD_SHAPE.items():
-        if key in record and record[key] is not None and not isinstance(record[key], kind):
-            wanted = getattr(kind, "__name__", None) or "/".join(k.__name__ for k in kind)
-            return f"'{key}' is a {type(record[key]).__name__}, not a {wanted}"
-    if record["status"] == "complete":
-        for key in ("model", "data"):
-            if not isinstance(record.get(key), dict):
-                return f"a complete record without '{key}'"
-        if not isinstance(record["model"].get("name"), str):
-            return "'model.name' is missing"
-        for name, metrics in (record.get("test") or {}).items():
-            if not isinstance(metrics, dict):
-                return f"'test.{name}' is a {type(metrics).__name__}, not a dict of metrics"
-    return None
+    return record_problem(record)
 
 
 def load_runs(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> Runs:
@@ -162,15 +145,13 @@ def load_runs(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> Runs
     for path in record_paths(runs_dir, sweeps):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            problem = record_shape_problem(record)
-            if problem is not None:
-                raise ValueError(problem)
-        except (OSError, ValueError) as err:
+            Record.from_dict(record)  # raises RecordError if it is not shaped like a record
+        except (OSError, ValueError, RecordError) as err:
             log.warning("skipping unreadable record %s: %s", path, err)
             runs.unreadable.append((path, str(err)))
             continue
         record["_path"] = str(path)
-        (runs.complete if record.get("status") == "complete" else runs.failed).append(record)
+        (runs.complete if record.get("status") == STATUS_COMPLETE else runs.failed).append(record)
     return runs
 
 
@@ -198,32 +179,27 @@ def _latency_entry(latency: Any, batch_size: int) -> Mapping[str, Any]:
 
 def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
     """One row per record: setting, series, N, seed and the numeric :data:`VALUE_COLUMNS`."""
-    data = record.get("data") or {}
-    model = record.get("model") or {}
-    timing = record.get("timing") or {}
-    env = record.get("env") or {}
-    test = record.get("test") or {}
-    evaluation = record.get("evaluation") or {}
-    config = record.get("config") or {}
-    task = data.get("task")
-    metric = METRIC_OF_TASK.get(task, "acc")
-    name = model.get("name") or "?"
+    rec = Record.from_dict(dict(record))
+    data, model, evaluation = rec.data, rec.model, rec.evaluation
+    config, timing, env = rec.config, rec.timing, rec.env
+    metric = METRIC_OF_TASK.get(data.task, "acc")
+    name = model.name or "?"
     row: dict[str, Any] = {
-        "sweep": record.get("sweep_name"),
-        "config_hash": record.get("config_hash"),
-        "run_name": record.get("run_name"),
-        "record_path": record.get("_path"),
-        "task": task,
-        "dataset": data.get("dataset"),
-        "n_items": int(data.get("n_items") or 1),
+        "sweep": rec.sweep_name,
+        "config_hash": rec.config_hash,
+        "run_name": rec.run_name,
+        "record_path": rec.extra.get("_path"),
+        "task": data.task,
+        "dataset": data.dataset,
+        "n_items": int(data.n_items or 1),
         "model": name,
-        "family": family(name, model.get("target")),
-        "parameters": to_float(model.get("parameters")),
-        "rotate_train": data.get("rotate_train"),
-        "n_train": int(data["n_train"]) if data.get("n_train") is not None else -1,
-        "bandwidth": int(data["bandwidth"]) if data.get("bandwidth") is not None else -1,
-        "grid": data.get("grid"),
-        "seed": record.get("seed"),
+        "family": family(name, model.target),
+        "parameters": to_float(model.parameters),
+        "rotate_train": data.rotate_train,
+        "n_train": int(data.n_train) if data.n_train is not None else -1,
+        "bandwidth": int(data.bandwidth) if data.bandwidth is not None else -1,
+        "grid": data.grid,
+        "seed": rec.seed,
         "metric": metric,
         "max_epochs": ((config.get("trainer") or {}).get("max_epochs")),
         "device": env.get("device"),
@@ -232,16 +208,15 @@ def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
         "eval_device": (evaluation.get("device") or {}).get("device_name")
         or (evaluation.get("device") or {}).get("device"),
         "eval_threads": (evaluation.get("device") or {}).get("threads"),
-        "checkpoint_best": (record.get("checkpoint") or {}).get("best"),
+        "checkpoint_best": rec.checkpoint.get("best"),
     }
     for set_name in TEST_SETS:
-        results = test.get(set_name) or {}
-        row[f"test_{set_name}"] = 100 * to_float(results.get(metric))
-        row[f"test_{set_name}_miou_all"] = 100 * to_float(results.get("miou_all"))
-        row[f"test_{set_name}_pixel_acc"] = 100 * to_float(results.get("pixel_acc"))
+        row[f"test_{set_name}"] = 100 * to_float(rec.test_metric(set_name, metric))
+        row[f"test_{set_name}_miou_all"] = 100 * to_float(rec.test_metric(set_name, "miou_all"))
+        row[f"test_{set_name}_pixel_acc"] = 100 * to_float(rec.test_metric(set_name, "pixel_acc"))
     row["drop"] = row["test_nr"] - row["test_r"]
-    row["val_best"] = 100 * to_float(record.get("val_best"))
-    row["epochs_run"] = to_float(record.get("epochs_run"))
+    row["val_best"] = 100 * to_float(rec.val_best)
+    row["epochs_run"] = to_float(rec.epochs_run)
     for key in ("train_seconds", "total_seconds", "mean_epoch_seconds", "seconds_to_best_epoch"):
         row[key] = to_float(timing.get(key))
     for batch in (1, 32):

@@ -27,8 +27,9 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
+from sphere_bench.schema import MAIN_METRIC, check_task
 from sphere_bench.train.equivariance_loss import equivariance_penalty
-from sphere_bench.train.metrics import TASKS, ConfusionMetrics
+from sphere_bench.train.metrics import ConfusionMetrics
 
 __all__ = ["SphericalLitModule"]
 
@@ -94,8 +95,7 @@ class SphericalLitModule(LightningModule):
         equivariance_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+        check_task(task)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         net_task = getattr(net, "task", None)
@@ -162,7 +162,7 @@ class SphericalLitModule(LightningModule):
                 )
             self.register_buffer("class_weights", weights, persistent=False)
 
-        self.main_metric = "acc" if task == "classification" else "miou"
+        self.main_metric = MAIN_METRIC[task]
         self.monitor = f"val/{self.main_metric}"
 
         def make() -> ConfusionMetrics:

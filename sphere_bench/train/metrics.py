@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-TASKS = ("classification", "segmentation")
+from sphere_bench.schema import CLASSIFICATION, TASKS, check_task
 
 __all__ = [
     "TASKS",
@@ -119,17 +119,15 @@ def metrics_from_confmat(confmat: torch.Tensor, task: str, background: int = 0) 
         classification: ``{"acc"}``; segmentation: ``{"miou", "miou_all", "pixel_acc",
         "iou_0", …, "iou_{C−1}"}`` (per-class IoUs may be NaN, see the module docstring).
     """
-    if task == "classification":
+    if check_task(task) == CLASSIFICATION:
         return {"acc": accuracy(confmat)}
-    if task == "segmentation":
-        out = {
-            "miou": mean_iou(confmat, ignore_background=True, background=background),
-            "miou_all": mean_iou(confmat, ignore_background=False),
-            "pixel_acc": pixel_accuracy(confmat),
-        }
-        out.update({f"iou_{c}": float(v) for c, v in enumerate(iou_per_class(confmat))})
-        return out
-    raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    out = {
+        "miou": mean_iou(confmat, ignore_background=True, background=background),
+        "miou_all": mean_iou(confmat, ignore_background=False),
+        "pixel_acc": pixel_accuracy(confmat),
+    }
+    out.update({f"iou_{c}": float(v) for c, v in enumerate(iou_per_class(confmat))})
+    return out
 
 
 class ConfusionMetrics(MulticlassConfusionMatrix):
@@ -153,8 +151,7 @@ class ConfusionMetrics(MulticlassConfusionMatrix):
     """
 
     def __init__(self, num_classes: int, task: str, background: int = 0, **kwargs: Any) -> None:
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+        check_task(task)
         kwargs.setdefault("validate_args", False)
         super().__init__(num_classes=num_classes, normalize=None, **kwargs)
         self.task = task

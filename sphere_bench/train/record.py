@@ -10,24 +10,10 @@ and without the keys of :data:`NEUTRAL_DEFAULTS` while they hold their listed va
 after records existed, whose default reproduces what those records did, so an existing record
 keeps its hash (and a rerun still skips it) when the config tree grows.
 
-Record fields (``schema`` 1; later issues add keys, e.g. latency and equivariance error):
-
-``status`` (``complete`` | ``failed``), ``error`` (``{type, message, traceback}`` or None),
-``config_hash``, ``config`` (resolved), ``sweep_name``, ``run_name``, ``run_dir``, ``finished_at``,
-``seed``, ``model`` (``name``, ``target``, ``parameters``), ``data`` (``name``, ``task``,
-``dataset``, ``grid``, ``bandwidth``, ``n_train``, ``n_val``, ``n_test``, ``rotate_train``,
-``rotate_test``, ``augmentation``), ``monitor``, ``val_best``, ``test`` (per test set, e.g.
-``nr``/``r``: ``acc`` or ``miou``, ``miou_all``, ``pixel_acc``, ``iou_0`` … and ``loss``),
-``epochs_run``, ``timing`` (``total_seconds``, ``train_seconds``, ``epoch_seconds``,
-``mean_epoch_seconds``, ``best_epoch``, ``seconds_to_best_epoch``), ``checkpoint`` (``dir``,
-``best``, ``last``, ``resumed_from``), ``env`` (``device``, ``accelerator``, ``precision``,
-``torch``, ``pytorch_lightning``, ``python``, ``threads``, ``hostname``), and whatever callbacks add
-through ``record_entries()``: ``evaluation`` (``latency`` list of ``{batch_size, mode, median_ms,
-p10_ms, p90_ms, images_per_s, repeats, peak_memory_mb, baseline_memory_mb, memory_kind}``,
-``equivariance`` ``{grid_rel_error, grid_changed_fraction, haar_rel_error, haar_changed_fraction,
-n_samples, test_set}``, ``train_peak_memory_mb``, ``device``; see
-:mod:`sphere_bench.evaluate.callback`). NaN and ±inf are stored as null (e.g. the IoU of a class
-absent from a small test set).
+The record's fields, its writer (:meth:`~sphere_bench.schema.Record.to_dict`) and its reader
+(:meth:`~sphere_bench.schema.Record.from_dict`) are defined in :mod:`sphere_bench.schema`;
+:func:`build_record` fills one from a job. NaN and ±inf are stored as null (e.g. the IoU of a
+class absent from a small test set).
 """
 
 from __future__ import annotations
@@ -37,7 +23,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import re
 import socket
 import sys
@@ -50,12 +35,37 @@ import torch
 
 from sphere_bench import system_info
 from sphere_bench.io import atomic_write_text
+from sphere_bench.schema import (
+    DATA_FIELDS,
+    SCHEMA_VERSION,
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    DataInfo,
+    ModelInfo,
+    Record,
+    json_safe,
+    record_problem,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
-STATUS_COMPLETE = "complete"
-STATUS_FAILED = "failed"
+__all__ = [
+    "DATA_FIELDS",
+    "IGNORED_KEYS",
+    "NEUTRAL_DEFAULTS",
+    "SCHEMA",
+    "STATUS_COMPLETE",
+    "STATUS_FAILED",
+    "build_record",
+    "config_hash",
+    "hashed_config",
+    "load_record",
+    "record_problem",
+    "safe_instantiate",
+    "write_record",
+]
+
+SCHEMA = SCHEMA_VERSION
 
 #: Dotted config keys left out of the config hash: names, places, display and logging only.
 IGNORED_KEYS: tuple[str, ...] = (
@@ -91,12 +101,6 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "callbacks.evaluation.spectral_lmax": 16,  # band limit of the cross-grid equivariance error
 }
 
-DATA_FIELDS = (
-    "task", "dataset", "grid", "bandwidth", "nside", "nlat", "n_train", "n_val", "n_test",
-    "rotate_train", "rotate_test", "augmentation", "interpolation", "n_items",
-)  # fmt: skip
-
-
 def hashed_config(config: Mapping[str, Any], ignored: Iterable[str] = IGNORED_KEYS) -> dict:
     """Copy of the resolved ``config`` without the ``ignored`` dotted keys and without the keys of
     :data:`NEUTRAL_DEFAULTS` that hold their neutral value."""
@@ -121,23 +125,6 @@ def config_hash(config: Mapping[str, Any], ignored: Iterable[str] = IGNORED_KEYS
         hashed_config(config, ignored), sort_keys=True, separators=(",", ":"), default=str
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy: tensors → numbers/lists, paths → str, NaN/inf → None."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _plain(value.detach().cpu().tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return _plain(value.item())
-    return str(value)
 
 
 def error_info(err: BaseException) -> dict[str, str]:
@@ -185,29 +172,28 @@ def build_record(
     monitor = getattr(lit, "monitor", None)
     timing = dict(timing or {})
     timing["total_seconds"] = total_seconds
-    record: dict[str, Any] = {
-        "schema": SCHEMA,
-        "status": status,
-        "error": None if error is None else error_info(error),
-        "config_hash": hash_,
-        "sweep_name": config.get("sweep_name"),
-        "run_name": run_name,
-        "run_dir": str(run_dir),
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seed": config.get("seed"),
-        "model": {
-            "name": model_name,
-            "target": model_cfg.get("_target_"),
-            "parameters": None if net is None else sum(p.numel() for p in net.parameters()),
-        },
-        "data": {"name": data_name, **{k: data_cfg.get(k) for k in DATA_FIELDS}},
-        "monitor": monitor,
-        "val_best": None if val_best is None else float(val_best),
-        "test": dict(getattr(lit, "test_results", {}) or {}),
-        "epochs_run": None if trainer is None else int(trainer.current_epoch),
-        "timing": timing,
-        "checkpoint": dict(checkpoint or {}),
-        "env": {
+    record = Record(
+        status=status,
+        error=None if error is None else error_info(error),
+        config_hash=hash_,
+        sweep_name=config.get("sweep_name"),
+        run_name=run_name,
+        run_dir=str(run_dir),
+        finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        seed=config.get("seed"),
+        model=ModelInfo(
+            name=model_name,
+            target=model_cfg.get("_target_"),
+            parameters=None if net is None else sum(p.numel() for p in net.parameters()),
+        ),
+        data=DataInfo(name=data_name, **{k: data_cfg.get(k) for k in DATA_FIELDS}),
+        monitor=monitor,
+        val_best=None if val_best is None else float(val_best),
+        test=dict(getattr(lit, "test_results", {}) or {}),
+        epochs_run=None if trainer is None else int(trainer.current_epoch),
+        timing=timing,
+        checkpoint=dict(checkpoint or {}),
+        env={
             "device": device_name(trainer),
             "accelerator": trainer_cfg.get("accelerator"),
             "precision": trainer_cfg.get("precision"),
@@ -217,31 +203,17 @@ def build_record(
             "threads": torch.get_num_threads(),
             "hostname": socket.gethostname(),
         },
-        "config": dict(config),
-    }
-    record.update(extra or {})
-    return _plain(record)
+        config=dict(config),
+        extra=dict(extra or {}),
+    )
+    return record.to_dict()
 
 
 def write_record(record: Mapping[str, Any], *paths: Path | str) -> None:
     """Write ``record`` as JSON to every path, each atomically."""
-    text = json.dumps(_plain(record), indent=1, allow_nan=False) + "\n"
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
     for path in paths:
         atomic_write_text(Path(path), text)
-
-
-def record_problem(record: Any) -> str | None:
-    """Why parsed JSON is not a result record a rerun may trust, or None."""
-    if not isinstance(record, dict):
-        return f"not a result record (a JSON {type(record).__name__})"
-    if record.get("status") not in (STATUS_COMPLETE, STATUS_FAILED):
-        return f"status {record.get('status')!r} is neither {STATUS_COMPLETE} nor {STATUS_FAILED}"
-    for key in ("config", "model", "data", "test"):
-        if not isinstance(record.get(key), dict):
-            return f"'{key}' is a {type(record.get(key)).__name__}, not a dict"
-    if not isinstance(record.get("config_hash"), str):
-        return "no 'config_hash'"
-    return None
 
 
 def load_record(path: Path | str) -> dict[str, Any] | None:
@@ -255,7 +227,7 @@ def load_record(path: Path | str) -> dict[str, Any] | None:
     except (OSError, ValueError) as err:
         log.warning("ignoring unreadable result record %s: %s", path, err)
         return None
-    problem = record_problem(record)
+    problem = record_problem(record, for_rerun=True)
     if problem is not None:
         log.warning("ignoring result record %s: %s", path, problem)
         return None
