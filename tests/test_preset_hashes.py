@@ -1,0 +1,47 @@
+"""The config hash of every preset job is the one its committed record carries.
+
+``make sweep`` finds a job's record by the job's config hash, so a change to ``conf/`` that
+changes a hash reruns finished jobs and strands the records in ``results/records/``. The golden
+list ``tests/golden/preset_hashes.json`` holds the hash of every job of every preset, written by
+``scripts/preset_hashes.py --write tests/golden/preset_hashes.json``; regenerate it only for a
+change that is meant to change what a job computes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = json.loads((REPO / "tests" / "golden" / "preset_hashes.json").read_text())
+
+_spec = importlib.util.spec_from_file_location(
+    "preset_hashes", REPO / "scripts" / "preset_hashes.py"
+)
+assert _spec is not None and _spec.loader is not None
+preset_hashes = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(preset_hashes)
+
+
+def test_every_preset_job_keeps_its_config_hash() -> None:
+    # Every job, except the paper presets' ten N (each model at its first N; no per-model setting
+    # depends on N): about 90 composed configs.
+    now = preset_hashes.preset_hashes(every_n=False)
+    assert set(now) == set(GOLDEN)
+    changed = [
+        f"{overrides}: {hash_} (golden {GOLDEN[preset].get(overrides)})"
+        for preset, jobs in now.items()
+        for overrides, hash_ in jobs.items()
+        if GOLDEN[preset].get(overrides) != hash_
+    ]
+    assert not changed, "config hash changed:\n" + "\n".join(changed)
+
+
+def test_committed_records_are_preset_jobs() -> None:
+    golden = {h for jobs in GOLDEN.values() for h in jobs.values()}
+    records = sorted((REPO / "results" / "records").glob("*/*.json"))
+    assert records
+    for path in records:
+        record = json.loads(path.read_text())
+        assert path.stem == record["config_hash"] in golden, path
