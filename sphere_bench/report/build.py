@@ -7,9 +7,10 @@ import datetime as dt
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -147,6 +148,30 @@ def _failed_lines(runs: Runs) -> list[str]:
     return lines
 
 
+@dataclass
+class _Outputs:
+    """Where the report's files go, and what has been written so far (becomes the Report)."""
+
+    out_dir: Path
+    tables: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sentences: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.out_dir / "tables"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.out_dir / "figures"
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the report, as its Markdown links it."""
+        return os.path.relpath(path, self.out_dir)
+
+
 def build_report(
     runs_dir: Path | str,
     out_dir: Path | str,
@@ -156,25 +181,43 @@ def build_report(
     use_wandb: bool = False,
     command: str | None = None,
 ) -> Report:
-    """Load, aggregate and write every table, figure and ``report.md`` under ``out_dir``."""
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    """Load, aggregate and write every table, figure and ``report.md`` under ``out_dir``.
+
+    ``report.md`` has, in order: a header, the answer (:func:`_answer_section`), the setup, one
+    section per setting (task, dataset, items; :func:`_setting_section`), latency, sample
+    predictions (skipped with ``samples=False``) and the failed runs.
+    """
+    runs_dir = Path(runs_dir)
+    out = _Outputs(Path(out_dir))
     runs = load_runs(runs_dir, sweeps)
     frame = runs_frame(runs.complete)
     agg = aggregate(frame)
     paper = load_paper(paper_path)
-    tables_dir, figures_dir = out_dir / "tables", out_dir / "figures"
-    tables: dict[str, Path] = {}
-    figures: dict[str, Path] = {}
-    frames: dict[str, pd.DataFrame] = {}
-    sentences: dict[str, list[str]] = {}
-    notes: list[str] = []
     colors = series_colors(series_keys(agg))
 
-    def rel(path: Path) -> str:
-        return os.path.relpath(path, out_dir)
+    md = _header_lines(runs_dir, command)
+    md += _answer_section(out, agg, paper)
+    md += ["## Setup", ""] + _setup_lines(frame, agg, runs) + [""]
+    for setting in settings(agg):
+        md += _setting_section(out, select(agg, setting), setting, paper, colors)
+    md += _latency_section(out, frame)
+    md += _samples_section(out, runs, runs_dir, samples)
+    md += ["## Failed runs", ""] + _failed_lines(runs) + [""]
 
-    md = ["# sphere_bench report: S2CNN vs CNN with rotation augmentation", ""]
-    md += [
+    report_path = out.out_dir / "report.md"
+    atomic_write_text(report_path, "\n".join(md).rstrip() + "\n")
+    log.info("wrote %s (%d tables, %d figures)", report_path, len(out.tables), len(out.figures))
+    report = Report(report_path, out.tables, out.figures, out.frames, out.sentences, out.notes)
+    if use_wandb:
+        log_to_wandb(report, out.out_dir)
+    return report
+
+
+def _header_lines(runs_dir: Path, command: str | None) -> list[str]:
+    """Title, date, command and how to read the numbers."""
+    return [
+        "# sphere_bench report: S2CNN vs CNN with rotation augmentation",
+        "",
         f"Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} by "
         f"`{command or 'python -m sphere_bench.report'}` from `{runs_dir}`. Metrics in percent "
         "(records store fractions): classification accuracy, segmentation mIoU over the ten "
@@ -184,8 +227,11 @@ def build_report(
         "the figures (`paper_reference.csv`).",
         "",
     ]
-    answer = answer_frame(agg)
-    md += ["## Answer", ""]
+
+
+def _answer_section(out: _Outputs, agg: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
+    """The answer sentences per setting and the per-model answer table (``tables/answer.*``)."""
+    md = ["## Answer", ""]
     if agg.empty:
         md += ["No complete run yet: nothing to answer.", ""]
     for setting in settings(agg):
@@ -194,91 +240,94 @@ def build_report(
         comparison = paper_comparison(part, paper)
         if comparison:
             lines.append(comparison)
-        sentences[slug(setting)] = lines
+        out.sentences[slug(setting)] = lines
         md += [f"**{setting_title(setting)}**", ""] + [f"- {s}" for s in lines] + [""]
-    if not answer.empty:
-        tables["answer"] = write_csv(answer, tables_dir / "answer.csv")
-        text = answer_markdown(answer)
-        tables["answer_md"] = tables_dir / "answer.md"
-        atomic_write_text(tables["answer_md"], text)
-        frames["answer"] = answer
+    answer = answer_frame(agg)
+    if answer.empty:
+        return md
+    out.tables["answer"] = write_csv(answer, out.tables_dir / "answer.csv")
+    text = answer_markdown(answer)
+    out.tables["answer_md"] = out.tables_dir / "answer.md"
+    atomic_write_text(out.tables["answer_md"], text)
+    out.frames["answer"] = answer
+    return md + [
+        "Per model its best rotated-test metric over N, with costs at that N "
+        f"([CSV]({out.rel(out.tables['answer'])})):",
+        "",
+        text,
+    ]
+
+
+def _setting_section(
+    out: _Outputs,
+    part: pd.DataFrame,
+    setting: tuple[str, str, int],
+    paper: pd.DataFrame,
+    colors: Mapping[Any, Any],
+) -> list[str]:
+    """One setting's table (``tables/<slug>.*``), the paper's points beside ours, and its
+    figures: metric vs N, metric vs parameters, equivariance error."""
+    name = slug(setting)
+    md = [f"## {setting_title(setting)}", ""]
+    headers, rows = setting_table(part)
+    text = markdown_table(headers, rows)
+    out.tables[name] = write_csv(part, out.tables_dir / f"{name}.csv")
+    out.tables[f"{name}_md"] = out.tables_dir / f"{name}.md"
+    atomic_write_text(out.tables[f"{name}_md"], f"# {setting_title(setting)}\n\n{text}")
+    out.frames[name] = part
+    md += [text, f"[CSV with means, stds and all metrics]({out.rel(out.tables[name])})", ""]
+    points = paper_points_table(part, paper)
+    if points is not None:
         md += [
-            "Per model its best rotated-test metric over N, with costs at that N "
-            f"([CSV]({rel(tables['answer'])})):",
+            "Against the paper at the same model, training and test rotation and N:",
             "",
-            text,
+            markdown_table(*points),
         ]
+    figures_dir = out.figures_dir
+    path, note = figure_metric_vs_n(
+        part, paper, setting, figures_dir / f"report_metric_vs_n_{name}.png", colors
+    )
+    out.figures[f"metric_vs_n_{name}"] = path
+    md += [f"![metric vs N]({out.rel(path)})", "", note, ""]
+    path = figure_metric_vs_params(
+        part, paper, setting, figures_dir / f"report_metric_vs_params_{name}.png", colors
+    )
+    out.figures[f"metric_vs_params_{name}"] = path
+    md += [f"![metric vs parameters]({out.rel(path)})", ""]
+    eq_path = figure_equivariance(part, setting, figures_dir / f"report_equivariance_{name}.png")
+    if eq_path is None:
+        return md + ["No equivariance measurements in these records.", ""]
+    out.figures[f"equivariance_{name}"] = eq_path
+    return md + [f"![equivariance error]({out.rel(eq_path)})", ""]
 
-    md += ["## Setup", ""] + _setup_lines(frame, agg, runs) + [""]
 
-    for setting in settings(agg):
-        part = select(agg, setting)
-        name = slug(setting)
-        md += [f"## {setting_title(setting)}", ""]
-        headers, rows = setting_table(part)
-        text = markdown_table(headers, rows)
-        tables[name] = write_csv(part, tables_dir / f"{name}.csv")
-        tables[f"{name}_md"] = tables_dir / f"{name}.md"
-        atomic_write_text(tables[f"{name}_md"], f"# {setting_title(setting)}\n\n{text}")
-        frames[name] = part
-        md += [text, f"[CSV with means, stds and all metrics]({rel(tables[name])})", ""]
-        points = paper_points_table(part, paper)
-        if points is not None:
-            md += [
-                "Against the paper at the same model, training and test rotation and N:",
-                "",
-                markdown_table(*points),
-            ]
-        path, note = figure_metric_vs_n(
-            part, paper, setting, figures_dir / f"report_metric_vs_n_{name}.png", colors
-        )
-        figures[f"metric_vs_n_{name}"] = path
-        md += [f"![metric vs N]({rel(path)})", "", note, ""]
-        path = figure_metric_vs_params(
-            part, paper, setting, figures_dir / f"report_metric_vs_params_{name}.png", colors
-        )
-        figures[f"metric_vs_params_{name}"] = path
-        md += [f"![metric vs parameters]({rel(path)})", ""]
-        path = figure_equivariance(part, setting, figures_dir / f"report_equivariance_{name}.png")
-        if path is not None:
-            figures[f"equivariance_{name}"] = path
-            md += [f"![equivariance error]({rel(path)})", ""]
-        else:
-            md += ["No equivariance measurements in these records.", ""]
-
-    md += ["## Latency", ""]
+def _latency_section(out: _Outputs, frame: pd.DataFrame) -> list[str]:
+    """Latency against parameters of every complete run."""
+    md = ["## Latency", ""]
     path = (
-        figure_latency(frame, figures_dir / "report_latency_vs_params.png")
+        figure_latency(frame, out.figures_dir / "report_latency_vs_params.png")
         if not frame.empty
         else None
     )
+    if path is None:
+        return md + ["No latency measurements in these records (no `evaluation.latency`).", ""]
+    out.figures["latency_vs_params"] = path
+    return md + [f"![latency vs parameters]({out.rel(path)})", ""]
+
+
+def _samples_section(out: _Outputs, runs: Runs, runs_dir: Path, samples: bool) -> list[str]:
+    """Sample predictions of the complete runs whose checkpoints are found."""
+    md = ["## Sample predictions", ""]
+    if not samples:
+        return md + ["Sample predictions not requested (`--no-samples`).", ""]
+    path, note = figure_samples(
+        runs.complete, runs_dir, out.figures_dir / "report_sample_predictions.png"
+    )
     if path is not None:
-        figures["latency_vs_params"] = path
-        md += [f"![latency vs parameters]({rel(path)})", ""]
-    else:
-        md += ["No latency measurements in these records (no `evaluation.latency`).", ""]
-
-    md += ["## Sample predictions", ""]
-    if samples:
-        path, note = figure_samples(
-            runs.complete, runs_dir, figures_dir / "report_sample_predictions.png"
-        )
-        if path is not None:
-            figures["sample_predictions"] = path
-            md += [f"![sample predictions]({rel(path)})", ""]
-        md += [note, ""]
-        notes.append(note)
-    else:
-        md += ["Sample predictions not requested (`--no-samples`).", ""]
-
-    md += ["## Failed runs", ""] + _failed_lines(runs) + [""]
-    report_path = out_dir / "report.md"
-    atomic_write_text(report_path, "\n".join(md).rstrip() + "\n")
-    log.info("wrote %s (%d tables, %d figures)", report_path, len(tables), len(figures))
-    report = Report(report_path, tables, figures, frames, sentences, notes)
-    if use_wandb:
-        log_to_wandb(report, out_dir)
-    return report
+        out.figures["sample_predictions"] = path
+        md += [f"![sample predictions]({out.rel(path)})", ""]
+    out.notes.append(note)
+    return md + [note, ""]
 
 
 def log_to_wandb(report: Report, out_dir: Path) -> None:

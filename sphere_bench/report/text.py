@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,94 +253,140 @@ def _ratio_text(a: float, b: float, noun: str, than: str) -> str:
     return f"{ratio if more else 1 / ratio:.2g}× {'more' if more else 'fewer'} {noun} than {than}"
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """The rows of one setting that have a test metric, and how the sentences name it."""
+
+    metric: str  # "accuracy" | "mIoU"
+    column: str  # "test_r" (when any run has an R test) else "test_nr"
+    test_name: str  # "rotated (R)" | "unrotated (NR)"
+    rows: pd.DataFrame  # the aggregated rows with a finite f"{column}_mean"
+    s2: pd.DataFrame  # those of the S2CNN family
+    cnn: pd.DataFrame  # those of the CNN family
+
+    @property
+    def mean(self) -> str:
+        return f"{self.column}_mean"
+
+    def best(self, rows: pd.DataFrame) -> pd.Series:
+        return rows.loc[rows[self.mean].idxmax()]
+
+
 def answer_sentences(agg_setting: pd.DataFrame) -> list[str]:
-    """Data-driven sentences for one setting (aggregated rows of one task/dataset/items)."""
+    """Data-driven sentences for one setting (aggregated rows of one task/dataset/items).
+
+    In order: the winner on the rotated test set and the best S2CNN against the best CNN
+    (:func:`_winner_sentences`), the NR → R drop of the models trained on NR
+    (:func:`_drop_sentence`), the CNNs' trend with N (:func:`_trend_sentence`), the N from which
+    a CNN matches the S2CNN's smallest-N score (:func:`_catch_up_sentence`), the costs of the best
+    S2CNN against the best CNN (:func:`_cost_sentence`) and the equivariance errors
+    (:func:`_equivariance_sentence`). A sentence without data is left out.
+    """
     if agg_setting.empty:
         return []
-    metric = METRIC_NAME[str(agg_setting["metric"].iloc[0])]
-    out: list[str] = []
     has_r = agg_setting["test_r_mean"].notna().any()
     column = "test_r" if has_r else "test_nr"
-    test_name = "rotated (R)" if has_r else "unrotated (NR)"
-    scored = agg_setting[agg_setting[f"{column}_mean"].notna()]
-    if scored.empty:
-        return [f"No run has a test {metric} yet."]
-
-    # 1. the winner on the rotated test set, and the best S2CNN vs the best CNN
-    best = scored.loc[scored[f"{column}_mean"].idxmax()]
-    out.append(
-        f"On the {test_name} test set the best model is {_label(best)}: {metric} "
-        f"{fmt_pm(best[f'{column}_mean'], best[f'{column}_std'])} % "
-        f"at N = {fmt_n(best['n_train'])}."
+    rows = agg_setting[agg_setting[f"{column}_mean"].notna()]
+    sc = _Scored(
+        metric=METRIC_NAME[str(agg_setting["metric"].iloc[0])],
+        column=column,
+        test_name="rotated (R)" if has_r else "unrotated (NR)",
+        rows=rows,
+        s2=rows[rows["family"] == "s2cnn"],
+        cnn=rows[rows["family"] == "cnn"],
     )
-    s2 = scored[scored["family"] == "s2cnn"]
-    cnn = scored[scored["family"] == "cnn"]
-    if not s2.empty and not cnn.empty:
-        b_s2 = s2.loc[s2[f"{column}_mean"].idxmax()]
-        b_cnn = cnn.loc[cnn[f"{column}_mean"].idxmax()]
-        diff = b_s2[f"{column}_mean"] - b_cnn[f"{column}_mean"]
-        verb = "beats" if diff > 0 else ("ties with" if diff == 0 else "stays below")
-        params = _ratio_text(b_cnn["parameters"], b_s2["parameters"], "parameters", "the S2CNN")
-        out.append(
-            f"Best against best, the S2CNN {_label(b_s2)} {verb} the best CNN {_label(b_cnn)} by "
-            f"{abs(diff):.1f} points ({b_s2[f'{column}_mean']:.1f} vs "
-            f"{b_cnn[f'{column}_mean']:.1f} %){_noise_note(b_s2, b_cnn, column)}"
-            + (f"; the CNN has {params}." if params else ".")
-        )
-        common = sorted(set(s2["n_train"]) & set(cnn["n_train"]))
-        if common:
-            n = common[-1]
-            a = s2[s2["n_train"] == n]
-            b = cnn[cnn["n_train"] == n]
-            a = a.loc[a[f"{column}_mean"].idxmax()]
-            b = b.loc[b[f"{column}_mean"].idxmax()]
-            d = a[f"{column}_mean"] - b[f"{column}_mean"]
-            out.append(
-                f"At equal N = {fmt_n(n)} (the largest N both were trained with) the S2CNN is "
-                f"{'ahead' if d > 0 else 'behind'} by {abs(d):.1f} points "
-                f"({a[f'{column}_mean']:.1f} vs {b[f'{column}_mean']:.1f} % for {b['model']}, "
-                f"train {TRAIN_LABEL.get(b['rotate_train'], '?')})."
-            )
-
-    # 2. the NR -> R drop of every model trained without rotations
+    if rows.empty:
+        return [f"No run has a test {sc.metric} yet."]
+    out = _winner_sentences(sc)
     if has_r:
-        drops = []
-        for model, rotate in series_keys(agg_setting):
-            if rotate != "none":
-                continue
-            rows = agg_setting[
-                (agg_setting["model"] == model)
-                & (agg_setting["rotate_train"] == rotate)
-                & agg_setting["drop_mean"].notna()
-            ]
-            if rows.empty:
-                continue
-            r = rows.sort_values("n_train").iloc[-1]
-            kept = (
-                f", keeps {100 * r['test_r_mean'] / r['test_nr_mean']:.0f} % of its NR score"
-                if r["test_nr_mean"] > 0
-                else ""
-            )
-            sign = "−" if r["drop_mean"] >= 0 else "+"
-            drops.append(
-                f"{r['model']} {r['test_nr_mean']:.1f} → {r['test_r_mean']:.1f} % "
-                f"({sign}{abs(r['drop_mean']):.1f} points{kept}, N = {fmt_n(r['n_train'])})"
-            )
-        if drops:
-            out.append(
-                "Trained without rotations (NR), NR test → R test: " + "; ".join(drops) + "."
-            )
+        out.append(_drop_sentence(agg_setting))
+    out += [
+        _trend_sentence(sc),
+        _catch_up_sentence(sc),
+        _cost_sentence(sc),
+        _equivariance_sentence(agg_setting),
+    ]
+    return [sentence for sentence in out if sentence]
 
-    # 3. how the CNNs' rotated-test metric changes with N
+
+def _winner_sentences(sc: _Scored) -> list[str]:
+    """The best model on the test set; the best S2CNN against the best CNN, overall and at the
+    largest N both were trained with."""
+    column, mean = sc.column, sc.mean
+    best = sc.best(sc.rows)
+    out = [
+        f"On the {sc.test_name} test set the best model is {_label(best)}: {sc.metric} "
+        f"{fmt_pm(best[mean], best[f'{column}_std'])} % "
+        f"at N = {fmt_n(best['n_train'])}."
+    ]
+    if sc.s2.empty or sc.cnn.empty:
+        return out
+    b_s2, b_cnn = sc.best(sc.s2), sc.best(sc.cnn)
+    diff = b_s2[mean] - b_cnn[mean]
+    verb = "beats" if diff > 0 else ("ties with" if diff == 0 else "stays below")
+    params = _ratio_text(b_cnn["parameters"], b_s2["parameters"], "parameters", "the S2CNN")
+    out.append(
+        f"Best against best, the S2CNN {_label(b_s2)} {verb} the best CNN {_label(b_cnn)} by "
+        f"{abs(diff):.1f} points ({b_s2[mean]:.1f} vs "
+        f"{b_cnn[mean]:.1f} %){_noise_note(b_s2, b_cnn, column)}"
+        + (f"; the CNN has {params}." if params else ".")
+    )
+    common = sorted(set(sc.s2["n_train"]) & set(sc.cnn["n_train"]))
+    if common:
+        n = common[-1]
+        a = sc.best(sc.s2[sc.s2["n_train"] == n])
+        b = sc.best(sc.cnn[sc.cnn["n_train"] == n])
+        d = a[mean] - b[mean]
+        out.append(
+            f"At equal N = {fmt_n(n)} (the largest N both were trained with) the S2CNN is "
+            f"{'ahead' if d > 0 else 'behind'} by {abs(d):.1f} points "
+            f"({a[mean]:.1f} vs {b[mean]:.1f} % for {b['model']}, "
+            f"train {TRAIN_LABEL.get(b['rotate_train'], '?')})."
+        )
+    return out
+
+
+def _drop_sentence(agg_setting: pd.DataFrame) -> str:
+    """The NR → R drop of every model trained without rotations, at its largest N."""
+    drops = []
+    for model, rotate in series_keys(agg_setting):
+        if rotate != "none":
+            continue
+        rows = agg_setting[
+            (agg_setting["model"] == model)
+            & (agg_setting["rotate_train"] == rotate)
+            & agg_setting["drop_mean"].notna()
+        ]
+        if rows.empty:
+            continue
+        r = rows.sort_values("n_train").iloc[-1]
+        kept = (
+            f", keeps {100 * r['test_r_mean'] / r['test_nr_mean']:.0f} % of its NR score"
+            if r["test_nr_mean"] > 0
+            else ""
+        )
+        sign = "−" if r["drop_mean"] >= 0 else "+"
+        drops.append(
+            f"{r['model']} {r['test_nr_mean']:.1f} → {r['test_r_mean']:.1f} % "
+            f"({sign}{abs(r['drop_mean']):.1f} points{kept}, N = {fmt_n(r['n_train'])})"
+        )
+    if not drops:
+        return ""
+    return "Trained without rotations (NR), NR test → R test: " + "; ".join(drops) + "."
+
+
+def _trend_sentence(sc: _Scored) -> str:
+    """How the CNNs' (else every model's) test metric changes from the smallest to the largest N."""
+    mean = sc.mean
     trends = []
-    for model, rotate in series_keys(cnn if not cnn.empty else scored):
-        rows = scored[(scored["model"] == model) & (scored["rotate_train"] == rotate)]
+    for model, rotate in series_keys(sc.cnn if not sc.cnn.empty else sc.rows):
+        rows = sc.rows[(sc.rows["model"] == model) & (sc.rows["rotate_train"] == rotate)]
         rows = rows.sort_values("n_train")
         if len(rows) < 2:
             continue
-        values = rows[f"{column}_mean"].to_numpy()
+        values = rows[mean].to_numpy()
         first, last = rows.iloc[0], rows.iloc[-1]
-        diff = last[f"{column}_mean"] - first[f"{column}_mean"]
+        diff = last[mean] - first[mean]
         steps = np.diff(values)
         shape = (
             "rising at every step"
@@ -352,64 +399,75 @@ def answer_sentences(agg_setting: pd.DataFrame) -> list[str]:
             f"{model} (train {TRAIN_LABEL.get(rotate, '?')}) "
             f"{'gains' if diff >= 0 else 'loses'} {abs(diff):.1f} points from N = "
             f"{fmt_n(first['n_train'])} to {fmt_n(last['n_train'])} "
-            f"({first[f'{column}_mean']:.1f} → {last[f'{column}_mean']:.1f} %, {shape})"
+            f"({first[mean]:.1f} → {last[mean]:.1f} %, {shape})"
         )
-    if trends:
-        out.append(
-            f"With more training data, {test_name} test {metric}: " + "; ".join(trends) + "."
-        )
-    if not s2.empty and not cnn.empty:
-        s2_first = s2.sort_values(["n_train", f"{column}_mean"], ascending=[True, False]).iloc[0]
-        target = s2_first[f"{column}_mean"]
-        reaching = cnn[cnn[f"{column}_mean"] >= target]
-        if reaching.empty:
-            cnn_best = cnn.loc[cnn[f"{column}_mean"].idxmax()]
-            verdict = (
-                f"no CNN reaches that at any N tried (best {cnn_best[f'{column}_mean']:.1f} %"
-                f" by {cnn_best['model']} at N = {fmt_n(cnn_best['n_train'])})."
-            )
-        else:  # the least training data with which some CNN matches it
-            first = reaching.sort_values(["n_train", f"{column}_mean"], ascending=[True, False])
-            row = first.iloc[0]
-            verdict = (
-                f"the CNNs reach that from N = {fmt_n(row['n_train'])} on ({row['model']}, train "
-                f"{TRAIN_LABEL.get(row['rotate_train'], '?')}: {row[f'{column}_mean']:.1f} %)."
-            )
-        out.append(
-            f"The S2CNN at its smallest N = {fmt_n(s2_first['n_train'])} scores {target:.1f} %; "
-            + verdict
-        )
+    if not trends:
+        return ""
+    return f"With more training data, {sc.test_name} test {sc.metric}: " + "; ".join(trends) + "."
 
-    # 4. costs and equivariance of the best S2CNN vs the best CNN
-    if not s2.empty and not cnn.empty:
-        b_s2 = s2.loc[s2[f"{column}_mean"].idxmax()]
-        b_cnn = cnn.loc[cnn[f"{column}_mean"].idxmax()]
-        costs = []
-        for col, noun in (
-            ("lat_b1_ms_mean", "latency at batch 1"),
-            ("lat_b32_ms_mean", "latency at batch 32"),
-            ("train_seconds_mean", "training time"),
-        ):
-            a, b = to_float(b_s2[col]), to_float(b_cnn[col])
-            if np.isfinite(a) and np.isfinite(b) and b > 0:
-                unit = "s" if col.startswith("train") else "ms"
-                costs.append(f"{noun} {fmt_sig(a)} vs {fmt_sig(b)} {unit} ({a / b:.2g}×)")
-        if costs:
-            out.append("Cost of the best S2CNN vs the best CNN: " + "; ".join(costs) + ".")
-    eq = agg_setting[agg_setting["eq_haar_mean"].notna()]
-    if not eq.empty:
-        parts = []
-        for model, rotate in series_keys(eq):
-            rows = eq[(eq["model"] == model) & (eq["rotate_train"] == rotate)]
-            parts.append(
-                f"{model} (train {TRAIN_LABEL.get(rotate, '?')}) "
-                f"{fmt_sig(rows['eq_haar_mean'].mean(), 2)}"
-            )
-        out.append(
-            "Equivariance error under Haar rotations (relative output change, mean over "
-            "runs): " + "; ".join(parts) + "."
+
+def _catch_up_sentence(sc: _Scored) -> str:
+    """The S2CNN's score at its smallest N, and the least N from which some CNN reaches it."""
+    if sc.s2.empty or sc.cnn.empty:
+        return ""
+    mean = sc.mean
+    s2_first = sc.s2.sort_values(["n_train", mean], ascending=[True, False]).iloc[0]
+    target = s2_first[mean]
+    reaching = sc.cnn[sc.cnn[mean] >= target]
+    if reaching.empty:
+        cnn_best = sc.best(sc.cnn)
+        verdict = (
+            f"no CNN reaches that at any N tried (best {cnn_best[mean]:.1f} %"
+            f" by {cnn_best['model']} at N = {fmt_n(cnn_best['n_train'])})."
         )
-    return out
+    else:  # the least training data with which some CNN matches it
+        row = reaching.sort_values(["n_train", mean], ascending=[True, False]).iloc[0]
+        verdict = (
+            f"the CNNs reach that from N = {fmt_n(row['n_train'])} on ({row['model']}, train "
+            f"{TRAIN_LABEL.get(row['rotate_train'], '?')}: {row[mean]:.1f} %)."
+        )
+    return (
+        f"The S2CNN at its smallest N = {fmt_n(s2_first['n_train'])} scores {target:.1f} %; "
+        + verdict
+    )
+
+
+def _cost_sentence(sc: _Scored) -> str:
+    """Latency (batch 1 and 32) and training time of the best S2CNN against the best CNN."""
+    if sc.s2.empty or sc.cnn.empty:
+        return ""
+    b_s2, b_cnn = sc.best(sc.s2), sc.best(sc.cnn)
+    costs = []
+    for col, noun in (
+        ("lat_b1_ms_mean", "latency at batch 1"),
+        ("lat_b32_ms_mean", "latency at batch 32"),
+        ("train_seconds_mean", "training time"),
+    ):
+        a, b = to_float(b_s2[col]), to_float(b_cnn[col])
+        if np.isfinite(a) and np.isfinite(b) and b > 0:
+            unit = "s" if col.startswith("train") else "ms"
+            costs.append(f"{noun} {fmt_sig(a)} vs {fmt_sig(b)} {unit} ({a / b:.2g}×)")
+    if not costs:
+        return ""
+    return "Cost of the best S2CNN vs the best CNN: " + "; ".join(costs) + "."
+
+
+def _equivariance_sentence(agg_setting: pd.DataFrame) -> str:
+    """The mean Haar equivariance error of every series that has one."""
+    eq = agg_setting[agg_setting["eq_haar_mean"].notna()]
+    if eq.empty:
+        return ""
+    parts = []
+    for model, rotate in series_keys(eq):
+        rows = eq[(eq["model"] == model) & (eq["rotate_train"] == rotate)]
+        parts.append(
+            f"{model} (train {TRAIN_LABEL.get(rotate, '?')}) "
+            f"{fmt_sig(rows['eq_haar_mean'].mean(), 2)}"
+        )
+    return (
+        "Equivariance error under Haar rotations (relative output change, mean over "
+        "runs): " + "; ".join(parts) + "."
+    )
 
 
 def paper_comparison(agg_setting: pd.DataFrame, paper: pd.DataFrame) -> str | None:
