@@ -67,6 +67,7 @@ def _worker(spec: dict) -> dict:
     from omegaconf import OmegaConf
 
     from sphere_bench.evaluate.latency import device_description, measure_latency
+    from sphere_bench.models import count_parameters
 
     torch.set_num_threads(spec["threads"])
     cfg = OmegaConf.load(REPO / "conf" / "model" / f"{spec['model']}.yaml")
@@ -77,7 +78,7 @@ def _worker(spec: dict) -> dict:
     )  # fmt: skip
     return {
         **timing.as_dict(),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": count_parameters(model),
         "grid": _grid_label(cfg),
         **device_description(spec["device"]),
     }

@@ -10,6 +10,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
+from sphere_bench.models import count_parameters
 from sphere_bench.models.cnn_zoo import (
     ClassificationCNN,
     SegmentationCNN,
@@ -49,10 +50,6 @@ ERRORS = (ValueError, InstantiationException)
 CLS_TARGETS = {"cnn_cls_114k": 114_000, "cnn_cls_500k": 500_000, "cnn_cls_2m5": 2_500_000}
 
 
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def load(name: str, **overrides: object) -> torch.nn.Module:
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     for key, value in overrides.items():
@@ -67,9 +64,9 @@ def test_config_instantiates_with_exact_count(name: str) -> None:
     assert cfg.bandwidth == bandwidth
     model = hydra.utils.instantiate(cfg)
     assert model.task == task
-    assert n_params(model) == count
+    assert count_parameters(model) == count
     # circular_lon changes no parameter
-    assert n_params(load(name, padding="circular_lon")) == count
+    assert count_parameters(load(name, padding="circular_lon")) == count
 
 
 def test_every_cnn_config_is_listed() -> None:
@@ -79,8 +76,10 @@ def test_every_cnn_config_is_listed() -> None:
 @pytest.mark.parametrize("name", sorted(PAPER_SEG))
 def test_paper_counts_with_and_without_skips(name: str) -> None:
     features, kernels, strides, with_skips, without = PAPER_SEG[name]
-    assert n_params(SegmentationCNN(50, features, kernels, strides, use_skips=True)) == with_skips
-    assert n_params(SegmentationCNN(50, features, kernels, strides, use_skips=False)) == without
+    net = SegmentationCNN(50, features, kernels, strides, use_skips=True)
+    assert count_parameters(net) == with_skips
+    net = SegmentationCNN(50, features, kernels, strides, use_skips=False)
+    assert count_parameters(net) == without
 
 
 @pytest.mark.parametrize("name", sorted(CLS_TARGETS))

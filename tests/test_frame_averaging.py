@@ -18,6 +18,7 @@ from sphere_bench.harmonic.grids import angles_to_xyz, soft_alphas, soft_betas
 from sphere_bench.harmonic.rotations import haar_rotations
 from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
 from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid
+from sphere_bench.models import count_parameters
 from sphere_bench.models.cnn_zoo import ClassificationCNN, SegmentationCNN
 from sphere_bench.models.frame_averaging import FrameAveraged, pca_frames, second_moment
 
@@ -161,9 +162,7 @@ def test_fa_configs_wrap_their_cnn_with_the_same_parameters() -> None:
             ref = instantiate(compose("config", overrides=[f"model={inner}"]).model)
             assert isinstance(fa, FrameAveraged) and fa.bandwidth == ref.bandwidth
             assert fa.task == ref.task
-            assert sum(p.numel() for p in fa.parameters()) == sum(
-                p.numel() for p in ref.parameters()
-            )
+            assert count_parameters(fa) == count_parameters(ref)
     with pytest.raises(ValueError, match="bandwidth=20 but the wrapped net is built for B=16"):
         FrameAveraged(_nets(16)["classification"], bandwidth=20)
     with pytest.raises(ValueError, match="task must be"):

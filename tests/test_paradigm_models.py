@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from sphere_bench.data.projection import project_planes
 from sphere_bench.harmonic.grids import make_grid, torch_harmonics_levels, torch_harmonics_shape
+from sphere_bench.models import count_parameters
 from sphere_bench.models.disco_cnn import DiscoClassifier, DiscoSegmenter, _conv, _conv_t
 from sphere_bench.models.healpix_gcnn import (
     ChebConv,
@@ -51,10 +52,6 @@ EXPECTED_PARAMETERS = {
 }
 
 
-def _count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def test_every_paradigm_config_is_listed() -> None:
     names = {p.stem for p in CONF_MODEL.glob("*.yaml") if p.stem.startswith(("hpgcnn", "disco"))}
     assert names == set(EXPECTED_PARAMETERS)
@@ -64,12 +61,12 @@ def test_every_paradigm_config_is_listed() -> None:
 def test_parameter_counts_are_exact(name: str) -> None:
     cfg = OmegaConf.load(CONF_MODEL / f"{name}.yaml")
     model = instantiate(cfg)
-    assert _count(model) == EXPECTED_PARAMETERS[name]
+    assert count_parameters(model) == EXPECTED_PARAMETERS[name]
     # closed form (module docstring): Chebyshev K·c_in·c_out + c_out, BatchNorm 2c, linear head
     if name.startswith("hpgcnn") and "_cls" in name:
         w = [1, *cfg.channels]
         expected = sum(cfg.order * a * b + 3 * b for a, b in zip(w, w[1:], strict=False))
-        assert _count(model) == expected + w[-1] * 10 + 10
+        assert count_parameters(model) == expected + w[-1] * 10 + 10
 
 
 def test_ring_nested_on_a_hand_made_map() -> None:
@@ -186,7 +183,8 @@ def test_bad_grids_are_clear_errors() -> None:
     model = DiscoClassifier("legendre-gauss", 8, (4, 4))
     with pytest.raises(ValueError, match=r"data\.grid=legendre-gauss data\.nlat=8"):
         model(torch.zeros(1, 1, 16, 16))
-    assert math.isclose(_count(model), _count(DiscoClassifier("legendre-gauss", 16, (4, 4))))
+    same_net_at_nlat_16 = DiscoClassifier("legendre-gauss", 16, (4, 4))
+    assert math.isclose(count_parameters(model), count_parameters(same_net_at_nlat_16))
 
 
 # ------------------------------------------------------------------------------------------------

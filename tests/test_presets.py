@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import sphere_bench.train.run  # noqa: F401  (registers the config resolvers, e.g. sb_wandb_offline)
+from sphere_bench.models import count_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -135,7 +136,7 @@ def test_quick_seg_lr_per_model() -> None:
 def test_quick_model_parameter_count(name: str) -> None:
     path = CONF / "model" / f"{name}.yaml"
     net = instantiate(OmegaConf.load(path))
-    count = sum(p.numel() for p in net.parameters())
+    count = count_parameters(net)
     assert count == QUICK_MODELS[name]
     stated = {
         int(s.replace(",", "")) for s in re.findall(r"\b\d{1,3}(?:,\d{3})+\b", path.read_text())

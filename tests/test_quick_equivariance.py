@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import sphere_bench.train.run  # noqa: F401  (registers the config resolvers)
+from sphere_bench.models import count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "quick_equivariance.sh"
@@ -76,7 +77,7 @@ def test_preset_jobs_compose_with_their_settings() -> None:
 def test_anti_aliased_s2cnn_config_has_the_plain_models_parameters() -> None:
     plain = instantiate(OmegaConf.load(REPO / "conf" / "model" / "s2cnn_cls_small.yaml"))
     smooth = instantiate(_job("model=s2cnn_cls_small_aa").model)
-    count = sum(p.numel() for p in smooth.parameters())
-    assert count == sum(p.numel() for p in plain.parameters()) == 154_550
+    count = count_parameters(smooth)
+    assert count == count_parameters(plain) == 154_550
     assert re.search(r"154,550", (REPO / "conf/model/s2cnn_cls_small_aa.yaml").read_text())
     assert smooth.features[1].factor == 1.5

@@ -32,6 +32,7 @@ from sphere_bench import io as cache
 from sphere_bench.data.planar_source import SourceFileError, load_planar_split
 from sphere_bench.data.spherical_dataset import SplitSpec, load_or_generate
 from sphere_bench.io import remove_stale_temp_files
+from sphere_bench.models import count_parameters
 from sphere_bench.report.records import (
     UntrustedTargetError,
     load_paper,
@@ -49,7 +50,7 @@ from sphere_bench.train.checkpoints import (
 from sphere_bench.train.checks import ConfigValueError, check_values
 from sphere_bench.train.lifecycle import JobBusy, JobInterrupted, JobLock
 from sphere_bench.train.record import config_hash, load_record
-from sphere_bench.train.search import BudgetError, count_parameters, fit_to_budget
+from sphere_bench.train.search import BudgetError, config_parameters, fit_to_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -349,7 +350,7 @@ def test_report_never_instantiates_targets_outside_the_allowlist(tmp_path: Path)
     assert not marker.exists()
     cfg = OmegaConf.to_container(compose_cfg("model=cnn_seg_small").model)
     net = safe_instantiate(cfg, "model")
-    assert sum(p.numel() for p in net.parameters()) == 20643
+    assert count_parameters(net) == 20643
 
     # Through the report: a record whose model config names another callable is refused.
     record = json.loads(next((REPO_ROOT / "results" / "records").rglob("*.json")).read_text())
@@ -521,7 +522,7 @@ def test_fit_to_budget_scales_widths_to_the_parameter_count() -> None:
     for budget in (10_000, 50_000):
         cfg, count = fit_to_budget(model, [1, 2, 3, 4], [3, 5, 3, 3], budget, 0.05)
         assert abs(count - budget) <= 0.05 * budget
-        assert count == count_parameters(cfg)
+        assert count == config_parameters(cfg)
         widths = cfg["features"]
         assert widths == sorted(widths) and cfg["kernel_sizes"] == [3, 5, 3, 3]
     with pytest.raises(BudgetError, match="one entry per layer"):

@@ -385,3 +385,39 @@ def test_sample_predictions_from_checkpoints(
     records[1]["checkpoint"] = {"best": str(tmp_path / "gone.ckpt")}
     path, note = rp.figure_samples(records, tmp_path, tmp_path / "none.png")
     assert path is None and "skipped" in note
+
+
+def test_one_segmentation_palette_for_every_mask_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The training runs' prediction images draw label k in MASK_COLORS[k], as the previews and
+    the report's sample predictions do (one palette, classes 0…10)."""
+    import numpy as np
+    import torch
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Normalize
+
+    from sphere_bench.data.preview import MASK_COLORS, mask_cmap
+    from sphere_bench.train.callbacks import PredictionImages
+
+    labels = np.arange(len(MASK_COLORS))
+    assert len(MASK_COLORS) == 11
+    preview_rgb = mask_cmap()(Normalize(-0.5, 10.5)(labels))[:, :3]
+    np.testing.assert_allclose(preview_rgb, MASK_COLORS)
+    drawn = []
+    imshow = Axes.imshow
+
+    def capture(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        image = imshow(self, *args, **kwargs)
+        drawn.append(image)
+        return image
+
+    monkeypatch.setattr(Axes, "imshow", capture)
+    mask = torch.arange(11).repeat(3, 1)  # (3, 11): every label
+    x = torch.zeros(1, 1, 3, 11)
+    PredictionImages._plot(x, mask[None], mask[None], "segmentation", tmp_path / "p.png", "t")
+    assert (tmp_path / "p.png").is_file()
+    masks = drawn[1:]  # input, target, prediction
+    assert len(masks) == 2
+    for image in masks:
+        np.testing.assert_allclose(image.to_rgba(labels)[:, :3], MASK_COLORS)

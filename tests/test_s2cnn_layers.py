@@ -20,6 +20,7 @@ from sphere_bench.harmonic.signal_rotation import (
 )
 from sphere_bench.harmonic.so3_fft import so3_fft, so3_half_to_full, so3_ifft
 from sphere_bench.harmonic.wigner import wigner_D_padded
+from sphere_bench.models import count_parameters
 from sphere_bench.models.s2cnn_layers import (
     S2Convolution,
     SO3Convolution,
@@ -180,13 +181,13 @@ def test_gradcheck(cls, b_in, b_out, dims) -> None:
 def test_parameters_initialisation_and_scaling() -> None:
     torch.manual_seed(0)
     s2 = S2Convolution(1, 11, 50, 42)
-    assert sum(p.numel() for p in s2.parameters()) == 275
+    assert count_parameters(s2) == 275
     assert s2.scaling == pytest.approx(1 / math.sqrt(24 * 1 * 42**4 / 50**2))
     so3 = SO3Convolution(11, 12, 42, 35)
-    assert sum(p.numel() for p in so3.parameters()) == 25_356
+    assert count_parameters(so3) == 25_356
     assert so3.scaling == pytest.approx(1 / math.sqrt(192 * 11 * 35**3 / 42**3))
     head = SO3ToS2Convolution(11, 11, 42, 50)
-    assert sum(p.numel() for p in head.parameters()) == 23_243
+    assert count_parameters(head) == 23_243
     assert head.bias.shape == (1, 11, 1, 1) and float(head.bias.detach().abs().max()) == 0.0
     k = so3.kernel.detach()
     assert k.abs().max() <= 1 and k.min() < -0.9 and k.max() > 0.9

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from sphere_bench.harmonic.rotations import haar_rotations
 from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
 from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid
-from sphere_bench.models.s2cnn_zoo import S2CNNClassifier, S2CNNSegmentation, count_parameters
+from sphere_bench.models import count_parameters
+from sphere_bench.models.s2cnn_zoo import S2CNNClassifier, S2CNNSegmentation
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 EXPECTED = {

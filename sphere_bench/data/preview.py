@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The segmentation palette, one RGB row per label (0 = background, 1…10 = digit/item class + 1),
+#: used by every figure that shows a mask (previews, the report's sample predictions, the
+#: prediction images of training runs): black, then matplotlib's tab10 without its grey (too close
+#: to the grey-scale inputs), then near-white for class 10.
 MASK_COLORS = np.array(
     [
         [0.0, 0.0, 0.0],
@@ -132,7 +136,7 @@ def plot_samples(
                 lat = np.linspace(np.pi / 2, -np.pi / 2, raster.shape[0] + 1)
                 lon = np.linspace(-np.pi, np.pi, raster.shape[1] + 1)
                 if kind == "mask":
-                    ax.pcolormesh(lon, lat, raster, cmap=_mask_cmap(), vmin=-0.5, vmax=10.5)
+                    ax.pcolormesh(lon, lat, raster, cmap=mask_cmap(), vmin=-0.5, vmax=10.5)
                 else:
                     ax.pcolormesh(lon, lat, raster, cmap="gray")
                 ax.set_xticklabels([])
@@ -167,7 +171,8 @@ def plot_samples(
     return path
 
 
-def _mask_cmap() -> matplotlib.colors.ListedColormap:
+def mask_cmap() -> matplotlib.colors.ListedColormap:
+    """:data:`MASK_COLORS` as a colormap; draw label ``k`` with ``vmin=-0.5, vmax=10.5``."""
     return matplotlib.colors.ListedColormap(MASK_COLORS)
 
 

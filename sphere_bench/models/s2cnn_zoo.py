@@ -24,12 +24,7 @@ from sphere_bench.models.s2cnn_layers import (
     so3_integrate,
 )
 
-__all__ = ["S2CNNSegmentation", "S2CNNClassifier", "count_parameters"]
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+__all__ = ["S2CNNSegmentation", "S2CNNClassifier"]
 
 
 def _int_list(name: str, values: Sequence[int], min_len: int = 1) -> list[int]:

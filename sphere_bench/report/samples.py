@@ -125,10 +125,9 @@ def figure_samples(
     picks, reason = pick_sample_records(records, runs_dir)
     if not picks:
         return None, f"Sample predictions skipped: {reason}."
-    import matplotlib
     import torch
 
-    from sphere_bench.data.preview import MASK_COLORS, equirectangular
+    from sphere_bench.data.preview import MASK_COLORS, equirectangular, mask_cmap
 
     data_record = picks["s2cnn"][0]
     try:
@@ -169,7 +168,7 @@ def figure_samples(
         log.warning("sample predictions skipped: %s: %s", type(err).__name__, err)
         return None, f"Sample predictions skipped: {type(err).__name__}: {err}."
     plt = pyplot()
-    cmap = matplotlib.colors.ListedColormap(MASK_COLORS)
+    cmap = mask_cmap()
     grid = dm.grid
     fig = plt.figure(figsize=(3.3 * len(columns), 4.6))
     for c, (title, values) in enumerate(columns):

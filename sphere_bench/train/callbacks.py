@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -168,15 +167,6 @@ class EpochTimer(Callback):
         }
 
 
-def _seg_cmap() -> Any:
-    """Background black, then the 10 tab10 colours for classes 1…10."""
-    from matplotlib import colormaps
-    from matplotlib.colors import ListedColormap
-
-    tab10 = colormaps["tab10"](np.arange(10))
-    return ListedColormap(np.vstack([[0.0, 0.0, 0.0, 1.0], tab10]))
-
-
 class PredictionImages(Callback):
     """Input / target / prediction of the first ``n_samples`` of every test set, as a PNG grid.
 
@@ -240,7 +230,9 @@ class PredictionImages(Callback):
         n = x.shape[0]
         images = x[:, 0].numpy()
         if task == "segmentation":
-            cmap = _seg_cmap()
+            from sphere_bench.data.preview import mask_cmap
+
+            cmap = mask_cmap()
             fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
             for i in range(n):
                 panels = ((images[i], "gray", "input"), (y[i].numpy(), cmap, "target"),
@@ -249,7 +241,7 @@ class PredictionImages(Callback):
                     if cm == "gray":
                         ax.imshow(img, cmap=cm)
                     else:
-                        ax.imshow(img, cmap=cm, vmin=0, vmax=10, interpolation="nearest")
+                        ax.imshow(img, cmap=cm, vmin=-0.5, vmax=10.5, interpolation="nearest")
                     ax.set_axis_off()
                     if i == 0:
                         ax.set_title(label, fontsize=9)

@@ -29,6 +29,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sphere_bench.models import count_parameters
+
 log = logging.getLogger(__name__)
 
 
@@ -36,10 +38,9 @@ class BudgetError(ValueError):
     """No width scaling of the drawn shape meets the parameter budget (or the shape is invalid)."""
 
 
-def count_parameters(model_cfg: dict[str, Any]) -> int:
+def config_parameters(model_cfg: dict[str, Any]) -> int:
     """Parameters of the net ``model_cfg`` builds (``hydra.utils.instantiate``)."""
-    net = instantiate(model_cfg)
-    return sum(p.numel() for p in net.parameters())
+    return count_parameters(instantiate(model_cfg))
 
 
 def widths_for(ratios: Sequence[float], scale: float) -> list[int]:
@@ -75,7 +76,7 @@ def fit_to_budget(
         cfg = {**model_cfg, "features": widths_for(width_ratios, scale),
                "kernel_sizes": [int(k) for k in kernel_sizes]}  # fmt: skip
         try:
-            return cfg, count_parameters(cfg)
+            return cfg, config_parameters(cfg)
         except Exception as err:  # noqa: BLE001 - the model rejects this shape
             message = f"the model rejects kernel sizes {list(kernel_sizes)}: {err}"
             raise BudgetError(message) from err
