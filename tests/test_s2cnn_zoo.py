@@ -7,11 +7,11 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from equivariance_check import assert_equivariant, equivariance_error
 from omegaconf import OmegaConf
 
 from sphere_bench.harmonic.rotations import haar_rotations
 from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
-from sphere_bench.harmonic.signal_rotation import rotate_s2, rotate_s2_grid
 from sphere_bench.models import count_parameters
 from sphere_bench.models.s2cnn_zoo import S2CNNClassifier, S2CNNSegmentation
 
@@ -62,20 +62,16 @@ def test_segmentation_equivariance() -> None:
     model = _load("s2cnn_seg_small").double()
     b = model.bandwidth
     x = _smooth_input(2, b, b)
-    y = model(x)
-    for shift, flip in [(b, False), (0, True), (b, True)]:  # α = π and Ry(π): grid-exact
-        out = model(rotate_s2_grid(x, shift, flip))
-        assert (out - rotate_s2_grid(y, shift, flip)).abs().max() < 1e-12 * y.abs().max()
+    grid = [(b, False), (0, True), (b, True)]  # α = π and Ry(π): grid-exact
+    assert_equivariant(model, x, grid, tolerance=1e-12, measure="max")
     # Haar rotations: inputs rotated exactly (spectrally); ReLU on the grid breaks exactness.
-    errors = []
-    for r in haar_rotations(2, torch.Generator().manual_seed(3)):
-        out = model(rotate_s2(x, r))
-        ref = rotate_s2(y, r)
-        errors.append(float((out - ref).norm() / ref.norm()))
+    y = model(x)
+    rotations = haar_rotations(2, torch.Generator().manual_seed(3))
+    errors = [equivariance_error(model, x, r, y=y) for r in rotations]
     assert max(errors) < 0.2, errors
     # ... and the error is far below that of a rotation the network does not follow
-    out = model(rotate_s2(x, haar_rotations(1, torch.Generator().manual_seed(4))[0]))
-    assert float((out - y).norm() / y.norm()) > 5 * max(errors)
+    r = haar_rotations(1, torch.Generator().manual_seed(4))[0]
+    assert equivariance_error(model, x, r, "s2", None, y=y) > 5 * max(errors)
 
 
 @torch.no_grad()
@@ -84,16 +80,12 @@ def test_classifier_logits_are_invariant() -> None:
     model = _load("s2cnn_cls_small").double()
     b = model.bandwidth
     x = _smooth_input(3, b, b)
-    logits = model(x)
-    for shift, flip in [(b, False), (0, True), (b, True)]:
-        out = model(rotate_s2_grid(x, shift, flip))
-        assert (out - logits).abs().max() < 1e-12 * logits.abs().max()
-    for r in haar_rotations(3, torch.Generator().manual_seed(5)):
-        out = model(rotate_s2(x, r))
-        assert float((out - logits).norm() / logits.norm()) < 0.02
+    grid = [(b, False), (0, True), (b, True)]
+    assert_equivariant(model, x, grid, "s2", None, tolerance=1e-12, measure="max")
+    rotations = haar_rotations(3, torch.Generator().manual_seed(5))
+    assert_equivariant(model, x, rotations, "s2", None, tolerance=0.02)
     # the features before integration do change under rotation (the invariance is not trivial)
-    feats = model.features(x)
-    assert (model.features(rotate_s2(x, r)) - feats).abs().max() > 0.1 * feats.abs().max()
+    assert equivariance_error(model.features, x, rotations[-1], "s2", None, measure="max") > 0.1
 
 
 def test_band_limited_input_spectrum_is_used_up_to_first_bandlimit() -> None:
