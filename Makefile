@@ -22,6 +22,8 @@ PRESET ?= quick
 # A preset may be several experiment files run one after the other.
 EXPERIMENTS_quick := quick quick_cls
 EXPERIMENTS_quick_paradigms := quick_paradigms quick_paradigms_cls
+# ... or a script of its own (several multiruns, evaluation and its report), run instead.
+SCRIPT_quick_equivariance := scripts/quick_equivariance.sh
 # The report a preset writes: the quick preset's results/report.md reads only its own sweeps (other
 # presets' records in results/runs or results/records leave it unchanged); quick_paradigms writes
 # results/report_paradigms.md with its own module.
@@ -49,17 +51,23 @@ test: install
 # Hydra multiruns of the preset's experiment files into results/runs/ (finished jobs are skipped
 # on a rerun), the report over every record there, and a snapshot of the records in
 # results/records/ (versioned with the report; a sweep's snapshot is replaced, never merged).
+# A preset with a script runs the script with SWEEP_ARGS instead (quick_equivariance: five
+# multiruns, the ensembles and its report and record snapshot in results/equivariance/).
 sweep: install
+ifneq ($(SCRIPT_$(PRESET)),)
+	PY=$(PY) $(SCRIPT_$(PRESET)) $(SWEEP_ARGS)
+else
 	@for e in $(or $(EXPERIMENTS_$(PRESET)),$(PRESET)); do \
 	  echo "== python -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS)"; \
 	  $(PY) -m sphere_bench.train -m experiment=$$e $(SWEEP_ARGS) || exit 1; done
 	$(MAKE) --no-print-directory report REPORT_RUNS=results/runs
 	@for d in results/runs/*/; do n=$$(basename $$d); mkdir -p results/records/$$n; \
 	  rm -f results/records/$$n/*.json; cp $$d*.json results/records/$$n/ 2>/dev/null || true; done
+endif
 
-# The quick_equivariance preset (five multiruns, ensembles, its own report in results/equivariance/).
-sweep_equivariance: install
-	scripts/quick_equivariance.sh $(SWEEP_ARGS)
+# Former name of `make sweep PRESET=quick_equivariance`.
+sweep_equivariance:
+	$(MAKE) --no-print-directory sweep PRESET=quick_equivariance
 
 report: install
 	$(PY) -m $(REPORT_MODULE) --runs $(REPORT_RUNS) --out results $(REPORT_ARGS)
