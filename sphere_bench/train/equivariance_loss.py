@@ -16,7 +16,19 @@ after the band-limiting ``P_B`` in which rotation is exact (as
 penalty of e.g. Kim et al., "Regularizing Towards Soft Equivariance Under Mixed Symmetries"
 (ICML 2023) in its simplest form; the training loss becomes ``CE + λ P``
 (``lit.equivariance_weight = λ``). Cost per training step: one more forward and backward pass on a
-batch of twice the size, plus two S² transforms of the inputs (and of the outputs, segmentation).
+batch of twice the size, plus two S² transforms of the inputs (and of the outputs, segmentation):
+the network runs on 3 batches per step instead of 1.
+
+Train a model that sees only band-limited inputs, e.g. a CNN wrapped in
+:class:`sphere_bench.models.band_limited.BandLimited` (``model=bl_<cnn>``). The cross-entropy
+sees the raw rendered ``x`` while ``P`` sees ``P_B x`` and ``R P_B x``; a plain CNN tells the two
+apart (at B = 16 a rendered MNIST digit is 20 % away from its projection, relative L2) and drives
+``P`` to zero with constant logits on band-limited inputs while still classifying raw ones.
+Measured on the 115k CNN of the ``quick_equivariance`` preset trained on NR with λ = 1: ``P``
+fell from 115 (λ = 0) to < 1e-3, its logits on ``P_B x`` had a spread of 0.002 over a test batch
+(4.5 without the penalty), accuracy 12 % on ``P_B x`` vs 96 % on ``x``, and 11.6 % on rotated
+test images — the penalty had bought no invariance. Wrapped, the network meets the same inputs in
+the cross-entropy, in ``P`` and at test, and that shortcut is gone.
 """
 
 from __future__ import annotations
