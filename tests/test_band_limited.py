@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from sphere_bench.harmonic.rotations import haar_rotations
 from sphere_bench.harmonic.signal_rotation import rotate_s2
+from sphere_bench.models import count_parameters
 from sphere_bench.models.band_limited import BandLimited, band_limit
 from sphere_bench.models.cnn_zoo import ClassificationCNN
 from sphere_bench.train.equivariance_loss import equivariance_penalty
@@ -71,7 +72,7 @@ def test_config_has_the_plain_cnns_parameters_and_checks_its_bandwidth() -> None
     del cfg["defaults"]
     model = instantiate(cfg)
     assert isinstance(model, BandLimited) and model.bandwidth == 16
-    assert sum(p.numel() for p in model.parameters()) == 115_720
+    assert count_parameters(model) == 115_720
     assert model.task == "classification" and model.num_classes == 10
     with pytest.raises(ValueError, match="bandwidth=12 but the wrapped net is built for B=16"):
         BandLimited(model.net, bandwidth=12)
