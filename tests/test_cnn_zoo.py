@@ -27,6 +27,7 @@ ZOO = {
     "cnn_seg_5m5": (5_519_335, 50, "segmentation"),
     "cnn_seg_small": (20_643, 16, "segmentation"),
     "cnn_cls_114k": (115_720, 30, "classification"),
+    "cnn_cls_114k_rf49": (115_720, 30, "classification"),  # the 114k CNN, strides moved forward
     "cnn_cls_500k": (506_920, 30, "classification"),
     "cnn_cls_2m5": (2_507_170, 30, "classification"),
     "cnn_cls_small": (9_250, 16, "classification"),
@@ -47,7 +48,12 @@ PAPER_SEG = {  # name -> (features, kernels, strides, params with skips, without
 }
 # hydra.utils.instantiate wraps the constructor's ValueError, keeping its message
 ERRORS = (ValueError, InstantiationException)
-CLS_TARGETS = {"cnn_cls_114k": 114_000, "cnn_cls_500k": 500_000, "cnn_cls_2m5": 2_500_000}
+CLS_TARGETS = {
+    "cnn_cls_114k": 114_000,
+    "cnn_cls_114k_rf49": 114_000,
+    "cnn_cls_500k": 500_000,
+    "cnn_cls_2m5": 2_500_000,
+}
 
 
 def load(name: str, **overrides: object) -> torch.nn.Module:
@@ -85,6 +91,17 @@ def test_paper_counts_with_and_without_skips(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CLS_TARGETS))
 def test_classification_counts_within_3_percent(name: str) -> None:
     assert abs(ZOO[name][0] / CLS_TARGETS[name] - 1) <= 0.03
+
+
+def test_rf49_variant_differs_from_114k_only_in_strides() -> None:
+    base = OmegaConf.load(CONF / "cnn_cls_114k.yaml")
+    variant = OmegaConf.load(CONF / "cnn_cls_114k_rf49.yaml")
+    assert {k for k in base if base[k] != variant[k]} == {"strides"}
+    # 60 -> 28 -> 13 -> 6 -> 4 -> 2 at B = 30 (receptive field 1 + 4 + 2·2 + 2·4 + 2·8 + 2·8 = 49)
+    assert [h for h, _ in encoder_sizes(30, variant.kernel_sizes, variant.strides)] == [
+        60, 28, 13, 6, 4, 2,
+    ]  # fmt: skip
+    assert min_bandwidth(variant.kernel_sizes, variant.strides) == 25
 
 
 def test_paper_encoder_sizes() -> None:
