@@ -54,14 +54,15 @@ def _script_jobs() -> list[list[str]]:
 
 def test_preset_jobs_compose_with_their_settings() -> None:
     jobs = _script_jobs()
-    assert len(jobs) == 2 + 1 + 2 + 2 + 16
+    assert len(jobs) == 2 + 1 + 2 + 4 + 8 + 16
     assert sorted({o for job in jobs for o in job if o.startswith("seed=")}) == [
         f"seed={s}" for s in range(8)
     ]
     # Seeds change nothing else: compose each job once without its seed.
     distinct = {tuple(o for o in job if not o.startswith("seed=")) for job in jobs}
     jobs = [list(job) for job in sorted(distinct)]
-    assert len(jobs) == 9
+    assert len(jobs) == 19
+    soft = set()
     for overrides in jobs:
         job = _job(*overrides)
         model = next(o.split("=")[1] for o in overrides if o.startswith("model="))
@@ -70,8 +71,19 @@ def test_preset_jobs_compose_with_their_settings() -> None:
         s2cnn = model.startswith("s2cnn")
         assert job.data.n_train == (1000 if s2cnn else 3000)
         assert job.lit.lr == pytest.approx(5e-3 if s2cnn else 1e-3)
-    weights = {_job(*o).lit.get("equivariance_weight") for o in jobs}
-    assert weights == {None, 0.1, 1.0}
+        assert job.callbacks.early_stopping.patience >= job.trainer.max_epochs  # no early stop
+        weight = job.lit.get("equivariance_weight") or 0.0
+        if model == "bl_cnn_cls_quick_115k":
+            soft.add((job.data.rotate_train, weight, job.trainer.max_epochs))
+        else:
+            assert weight == 0.0 and job.trainer.max_epochs == 6
+    # Soft equivariance on NR and R: λ at 6 epochs, and λ = 0 at 6 and at 18 epochs (equal
+    # cost: a penalty step runs the network on 3 batches).
+    assert soft == {
+        (rot, weight, epochs)
+        for rot in ("none", "random")
+        for weight, epochs in ((0.0, 6), (0.0, 18), (0.1, 6), (1.0, 6), (10.0, 6), (100.0, 6))
+    }
 
 
 def test_anti_aliased_s2cnn_config_has_the_plain_models_parameters() -> None:
