@@ -51,7 +51,7 @@ test: install
 # Hydra multiruns of the preset's experiment files into results/runs/ (finished jobs are skipped
 # on a rerun), the report over every record there, and a snapshot of the records in
 # results/records/ (versioned with the report; a sweep's snapshot is replaced, never merged).
-# A preset with a script runs the script with SWEEP_ARGS instead (quick_equivariance: five
+# A preset with a script runs the script with SWEEP_ARGS instead (quick_equivariance: six
 # multiruns, the ensembles and its report and record snapshot in results/equivariance/).
 sweep: install
 ifneq ($(SCRIPT_$(PRESET)),)

@@ -4,7 +4,7 @@ A job's record is ``results/runs/<sweep>/<config hash>.json`` (``sphere_bench/tr
 ``make sweep`` skips a job whose record exists. A change to ``conf/`` that changes a hash makes
 the committed records under ``results/records/`` stale and reruns their jobs. This script composes
 every job of every preset (each experiment file's ``hydra.sweeper.params`` expanded as Hydra's
-basic sweeper does, and the five multiruns of ``scripts/quick_equivariance.sh``), resolves it as
+basic sweeper does, and the six multiruns of ``scripts/quick_equivariance.sh``), resolves it as
 a job does (``${hydra:runtime.choices.model}`` included) and prints ``{preset: {overrides: hash}}``.
 ``tests/test_preset_hashes.py`` compares it with ``tests/golden/preset_hashes.json``.
 
