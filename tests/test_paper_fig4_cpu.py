@@ -80,3 +80,21 @@ def test_report_sets_our_points_beside_the_papers(tmp_path: Path) -> None:
     assert "Against the paper at the same model" in text
     assert "| Fig. 4 | cnn_cls_114k | R | R | 10k | 81.0 | 85.2 ± 0.5 | -4.2 |" in text
     assert paper_points_table(agg[agg["n_train"] == 640], rp.load_paper(PAPER)) is None
+
+
+def test_report_includes_the_explanations_of_the_misses(tmp_path: Path) -> None:
+    cls = dict(task="classification", bandwidth=30)
+    records = [make_record("cnn_cls_114k", "random", 10_000, 0, 0.50, 0.759, params=115_720, **cls)]
+    runs = write_records(tmp_path / "runs", records)
+    note = tmp_path / "explanations.md"
+    note.write_text("The 114k CNN misses by 9.3 points: our stand-in overfits (train 94.7 %).\n")
+    report = rp.build_report(runs, tmp_path / "out", PAPER, samples=False, explanations=note)
+    text = report.markdown.read_text()
+    section = text.index("## Differences from the paper, explained")
+    assert text.index("## Answer") < section < text.index("## Setup")
+    assert "our stand-in overfits (train 94.7 %)" in text[section:]
+    plain = rp.build_report(runs, tmp_path / "out2", PAPER, samples=False).markdown.read_text()
+    assert "Differences from the paper" not in plain
+    with pytest.raises(FileNotFoundError, match="missing.md: no such file"):
+        rp.build_report(runs, tmp_path / "out3", PAPER, samples=False,
+                        explanations=tmp_path / "missing.md")  # fmt: skip

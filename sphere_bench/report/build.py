@@ -180,12 +180,17 @@ def build_report(
     samples: bool = True,
     use_wandb: bool = False,
     command: str | None = None,
+    explanations: Path | str | None = None,
 ) -> Report:
     """Load, aggregate and write every table, figure and ``report.md`` under ``out_dir``.
 
-    ``report.md`` has, in order: a header, the answer (:func:`_answer_section`), the setup, one
+    ``report.md`` has, in order: a header, the answer (:func:`_answer_section`), the
+    explanations of where our numbers differ from the paper's (the markdown file
+    ``explanations``, verbatim, when given; :func:`_explanations_section`), the setup, one
     section per setting (task, dataset, items; :func:`_setting_section`), latency, sample
     predictions (skipped with ``samples=False``) and the failed runs.
+
+    Raises ``FileNotFoundError`` naming ``explanations`` when that file does not exist.
     """
     runs_dir = Path(runs_dir)
     out = _Outputs(Path(out_dir))
@@ -197,6 +202,7 @@ def build_report(
 
     md = _header_lines(runs_dir, command)
     md += _answer_section(out, agg, paper)
+    md += _explanations_section(explanations)
     md += ["## Setup", ""] + _setup_lines(frame, agg, runs) + [""]
     for setting in settings(agg):
         md += _setting_section(out, select(agg, setting), setting, paper, colors)
@@ -256,6 +262,22 @@ def _answer_section(out: _Outputs, agg: pd.DataFrame, paper: pd.DataFrame) -> li
         "",
         text,
     ]
+
+
+def _explanations_section(path: Path | str | None) -> list[str]:
+    """``## Differences from the paper, explained``: the text of ``path`` (markdown), which says
+    why a point misses the paper's value (recipe, model stand-in, data) with the measurements
+    that show it; nothing without ``path``."""
+    if path is None:
+        return []
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--explanations {path}: no such file; pass a markdown file that explains the "
+            "differences from the paper, or leave the option out"
+        )
+    text = path.read_text().strip()
+    return ["## Differences from the paper, explained", "", f"(From `{path}`.)", "", text, ""]
 
 
 def _setting_section(
@@ -373,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--paper", default="results/paper_reference.csv")
     parser.add_argument("--wandb", action="store_true", help="log tables and figures to W&B")
     parser.add_argument("--no-samples", action="store_true", help="skip the sample predictions")
+    parser.add_argument(
+        "--explanations",
+        default=None,
+        help="markdown file explaining where the numbers differ from the paper's (included)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m sphere_bench.report " + " ".join(
@@ -386,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples=not args.no_samples,
         use_wandb=args.wandb,
         command=command.strip(),
+        explanations=args.explanations,
     )
     print(report.markdown)
     return 0
