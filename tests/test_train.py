@@ -172,6 +172,39 @@ def test_bandwidth_mismatch_is_one_clear_error() -> None:
         check_config(cfg, "cnn_seg_small", "mnist_seg")
 
 
+@pytest.mark.parametrize(
+    ("model", "needs"),
+    [
+        ("s2cnn_cls_small", ("classification", None, 16)),
+        ("s2cnn_seg_quick", ("segmentation", None, 16)),
+        ("cnn_cls_small", ("classification", None, 16)),
+        ("hpgcnn_cls_quick", ("classification", "healpix_nested", 8)),
+    ],
+)
+def test_every_model_states_its_needs_the_same_way(model: str, needs: tuple) -> None:
+    """Config and built net give the same task, grid and resolution (S2CNNs included, which used
+    to validate their task and drop it), and the one pairing check sees them at run time."""
+    from hydra.utils import instantiate
+
+    from sphere_bench.train.checks import Needs, check_pairing, data_offers, model_needs
+    from sphere_bench.train.lit_module import SphericalLitModule
+
+    cfg = compose_cfg(f"model={model}")
+    net = instantiate(cfg.model)
+    assert model_needs(cfg.model) == model_needs(net) == Needs(*needs)
+    other = "segmentation" if needs[0] == "classification" else "classification"
+    offers = Needs(other, needs[1] or "soft", needs[2])
+    with pytest.raises(ValueError, match=rf"model={model} is a {needs[0]} model but data=d is "
+                       rf"{other} data"):  # fmt: skip
+        check_pairing(model_needs(net), offers, model, "d")
+    with pytest.raises(ValueError, match=f"is a {needs[0]} model"):
+        SphericalLitModule(net, other, 11 if other == "segmentation" else 10)
+    check_pairing(model_needs(net), data_offers(compose_cfg(
+        f"model={model}", f"data={'mnist_cls' if needs[0] == 'classification' else 'mnist_seg'}",
+        *([f"data.grid={needs[1]}", f"data.nside={needs[2]}"] if needs[1] else
+          [f"data.bandwidth={needs[2]}"])).data), model, "d")  # fmt: skip
+
+
 def test_mismatch_fails_the_job_before_training(
     tmp_path: Path, data_root: Path, cache_dir: Path
 ) -> None:

@@ -36,6 +36,11 @@ import torch
 GRID_NAMES = ("soft", "paper", "healpix", "healpix_nested", "equiangular", "legendre-gauss")
 TORCH_HARMONICS_GRIDS = ("equiangular", "legendre-gauss")
 HEALPIX_GRIDS = ("healpix", "healpix_nested")
+#: The config key (``data.<key>``, ``model.<key>``) that sets the resolution of each grid.
+RESOLUTION_KEY: dict[str, str] = {
+    "soft": "bandwidth", "paper": "bandwidth", "healpix": "nside", "healpix_nested": "nside",
+    "equiangular": "nlat", "legendre-gauss": "nlat",
+}  # fmt: skip
 
 
 def torch_harmonics_shape(grid: str, nlat: int) -> tuple[int, int]:

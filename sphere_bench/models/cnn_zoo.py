@@ -298,7 +298,10 @@ class _Encoder(nn.Module):
 class _SphericalCNN(nn.Module):
     """Shared argument handling and input check."""
 
-    task: str  # "segmentation" or "classification", for wiring checks by the training script
+    # What it needs of its data (sphere_bench.train.checks): the task, a 2B x 2B grid (soft or
+    # paper: grid None) and the bandwidth.
+    task: str  # "segmentation" or "classification"
+    grid = None
     bandwidth: int
     in_channels: int
     sizes: list[tuple[int, int]]

@@ -146,7 +146,13 @@ class S2CNNSegmentation(nn.Module):
         oversampling: apply every ReLU on the SO(3) grid of ``⌈oversampling · b⌉`` (anti-aliased,
             :mod:`sphere_bench.models.antialias`); 1 (default) is the paper's grid ReLU. Same
             parameters either way.
+
+    Attributes (what it needs of its data, :mod:`sphere_bench.train.checks`): ``task``
+    (``segmentation``), ``grid`` (None: the soft or paper ``2B × 2B`` grid), ``bandwidth``.
     """
+
+    task = "segmentation"
+    grid = None
 
     def __init__(
         self,
@@ -163,7 +169,7 @@ class S2CNNSegmentation(nn.Module):
         oversampling: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_task(task, "segmentation")
+        _check_task(task, self.task)
         channels, bandlimits, betas = _check_layout(
             bandwidth, channels, bandlimits, kernel_max_beta, num_classes, in_channels,
             n_betas=len(channels) + 1,
@@ -196,7 +202,13 @@ class S2CNNClassifier(nn.Module):
         task: optional, must be ``"classification"``.
         upsampling: ``"exact"`` or ``"paper"``, as for :class:`S2CNNSegmentation`.
         oversampling: as for :class:`S2CNNSegmentation`.
+
+    Attributes: ``task`` (``classification``), ``grid`` (None), ``bandwidth``, as for
+    :class:`S2CNNSegmentation`.
     """
+
+    task = "classification"
+    grid = None
 
     def __init__(
         self,
@@ -211,7 +223,7 @@ class S2CNNClassifier(nn.Module):
         oversampling: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_task(task, "classification")
+        _check_task(task, self.task)
         channels, bandlimits, betas = _check_layout(
             bandwidth, channels, bandlimits, kernel_max_beta, num_classes, in_channels,
             n_betas=len(channels),

@@ -16,6 +16,8 @@
   else the newest other checkpoint of the job; every damaged one is reported by path and moved to
   ``<job dir>/damaged/`` (kept for inspection, out of the way of the next run); with no intact
   one the job starts again from scratch.
+* :func:`resume_checkpoint`, :func:`best_checkpoint` and :func:`checkpoint_to_test` are the
+  three choices a job makes: where ``fit`` resumes, which checkpoint won, which one is tested.
 """
 
 from __future__ import annotations
@@ -148,6 +150,65 @@ def pick_resume_checkpoint(ckpt_dir: Path | str) -> Path | None:
     if damaged:
         log.warning("no intact checkpoint left in %s: the job starts again from scratch", ckpt_dir)
     return None
+
+
+def resume_checkpoint(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
+    """Where ``fit`` resumes: ``ckpt_path`` when the user gave one (verified, never moved), else
+    this job's own last intact checkpoint in ``ckpt_dir`` (:func:`pick_resume_checkpoint`).
+
+    Raises:
+        CheckpointError: the given ``ckpt_path`` is missing or damaged.
+    """
+    if ckpt_path:
+        reason = verify_checkpoint(ckpt_path)
+        if reason is not None:
+            raise CheckpointError(ckpt_path, reason, fix="pass an intact file as ckpt_path=")
+        return ckpt_path
+    picked = pick_resume_checkpoint(ckpt_dir)
+    return None if picked is None else str(picked)
+
+
+def best_checkpoint(trainer: Any, monitor: str | None) -> tuple[str | None, float | None]:
+    """``(path, score)`` of the best checkpoint of the ``ModelCheckpoint`` watching ``monitor``,
+    else ``(None, None)``; without checkpoints (e.g. ``fast_dev_run``) the score is the logged
+    ``<monitor>_best``."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    best, score = None, None
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor == monitor:
+            best = callback.best_model_path or None
+            if monitor is not None and callback.best_model_score is not None:
+                score = float(callback.best_model_score)
+            break
+    if score is None and monitor is not None:
+        value = trainer.callback_metrics.get(f"{monitor}_best")
+        score = None if value is None else float(value)
+    return best, score
+
+
+def checkpoint_to_test(
+    best: str | None, resume: str | None, *, validated: bool, trained: bool, user_path: str | None,
+    job_dir: Path,
+) -> str | None:
+    """The checkpoint ``test`` loads: the best one when the job validated, the resume point when
+    it only tests (``train=false``), else None (the current weights).
+
+    Raises:
+        CheckpointError: that checkpoint is damaged; this job's own is moved aside first (its
+            weights are lost and the fix says to train again), a user's ``ckpt_path`` never.
+    """
+    ckpt = best if validated and best else None
+    if ckpt is None and not trained:
+        ckpt = resume
+    reason = None if ckpt is None else verify_checkpoint(ckpt)
+    if reason is not None:
+        moved = move_aside(ckpt, reason) if ckpt != user_path else ckpt
+        raise CheckpointError(
+            ckpt, f"{reason}; moved to {moved}",
+            fix=f"its weights are lost: delete {job_dir} and rerun to train the job again",
+        )  # fmt: skip
+    return ckpt
 
 
 class VerifiedCheckpointIO(TorchCheckpointIO):

@@ -1,20 +1,45 @@
-"""Checks of every user-settable value of a training job, before any work starts.
+"""Checks of a training job before any work starts: every user-settable value, and the pairing of
+its model with its data.
 
 :func:`check_values` collects every problem of a composed config (``conf/config.yaml``) and raises
 one :class:`ConfigValueError` listing each bad key with its value, the allowed range and the fix.
 Values whose meaning is the library's (Lightning's trainer flags) are checked against what gives a
 meaningful benchmark job: a job must train at least one batch of one epoch and test at least one
 batch, otherwise it would write a ``complete`` record of an untrained network.
+
+**The model–data contract.** Every model class states what it needs of its data the same way, as
+attributes (class attributes, or constructor arguments stored under these names):
+
+* ``task``: ``classification`` or ``segmentation`` (:data:`sphere_bench.schema.TASKS`);
+* ``grid``: the data grid it takes (``healpix_nested``, ``equiangular``, ``legendre-gauss``), or
+  ``None`` for the models on ``2B × 2B`` arrays (S2CNNs, planar CNNs), which take the ``soft`` or
+  the ``paper`` grid;
+* its resolution under the grid's key (:data:`sphere_bench.harmonic.grids.RESOLUTION_KEY`):
+  ``bandwidth`` (soft/paper), ``nside`` (HEALPix) or ``nlat`` (torch-harmonics grids).
+
+:func:`model_needs` reads them from a model config (before anything is built: the config's keys,
+else the ``_target_`` class's attributes) or from a built net; :func:`data_offers` reads the same
+from a data config or a datamodule; :func:`check_pairing` is the one check, called on the configs
+before anything is built (:func:`check_config`), on the built net and datamodule, and by the
+LightningModule on its net and task.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from sphere_bench.data.planar_source import SPLIT_SIZES
+from sphere_bench.harmonic.grids import RESOLUTION_KEY
+from sphere_bench.schema import SEGMENTATION
+
+#: The config tree (``conf/``) the training entry point composes.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 #: Official training images (the validation pool is the last ``val_fraction`` of them).
 NUM_SOURCE_TRAIN = SPLIT_SIZES["train"]
@@ -167,3 +192,128 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigValueError(
             "bad config value(s), nothing was run:\n  - " + "\n  - ".join(problems)
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# the model–data contract
+# ------------------------------------------------------------------------------------------------
+#: Grids on ``2B × 2B`` arrays, resolution ``bandwidth``: the grids of models with ``grid=None``.
+BANDWIDTH_GRIDS = ("soft", "paper")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a model needs of its data, or what data offers (module docstring).
+
+    Attributes:
+        task: ``classification`` / ``segmentation``; None where not stated (then not checked).
+        grid: model side: the grid it needs, None for a ``2B × 2B`` grid (soft or paper). Data
+            side: the data's grid, None where it is not known (then only the task is checked).
+        resolution: ``bandwidth``, ``nside`` or ``nlat``, under the grid's
+            :data:`~sphere_bench.harmonic.grids.RESOLUTION_KEY`; None where not stated.
+    """
+
+    task: str | None = None
+    grid: str | None = None
+    resolution: int | None = None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def model_needs(model: Any) -> Needs:
+    """:class:`Needs` of a model config node (its keys, else its ``_target_`` class's attributes)
+    or of a built net (its attributes)."""
+    if isinstance(model, DictConfig | dict):
+        cls: Any = None
+        if "_target_" in model:
+            try:
+                cls = get_class(model["_target_"])
+            except Exception:  # noqa: BLE001 - an unimportable target: instantiate() reports it
+                cls = None
+
+        def get(key: str) -> Any:
+            value = model.get(key)
+            return getattr(cls, key, None) if value is None else value
+    else:
+
+        def get(key: str) -> Any:
+            return getattr(model, key, None)
+
+    task, grid = get("task"), get("grid")
+    task = task if isinstance(task, str) else None
+    if not (isinstance(grid, str) and grid in RESOLUTION_KEY and grid not in BANDWIDTH_GRIDS):
+        return Needs(task, None, _int_or_none(get("bandwidth")))
+    return Needs(task, grid, _int_or_none(get(RESOLUTION_KEY[grid])))
+
+
+def data_offers(data: Any) -> Needs:
+    """:class:`Needs` met by a data config node or a datamodule (its ``task`` and ``grid``)."""
+    if isinstance(data, DictConfig | dict):
+        grid = str(data.get("grid", "soft"))
+        return Needs(
+            data.get("task"), grid, _int_or_none(data.get(RESOLUTION_KEY.get(grid, "bandwidth")))
+        )
+    return Needs(data.task, data.grid.name, int(data.grid.resolution))
+
+
+def _models_for(task: str) -> list[str]:
+    """Model config names in ``conf/model`` for ``task`` (by the ``_seg``/``_cls`` naming)."""
+    tag = "_seg" if task == SEGMENTATION else "_cls"
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if tag in p.stem)
+
+
+def check_pairing(
+    model: Needs, data: Needs, model_name: str, data_name: str | None = None
+) -> None:
+    """One clear :class:`ValueError` if the model does not fit the data: task, grid, resolution.
+
+    Args:
+        model: :func:`model_needs` of the model.
+        data: :func:`data_offers` of the data.
+        model_name, data_name: the config names (``model=…``, ``data=…``) the message names;
+            ``data_name`` None when the data is known only by its task.
+    """
+    data_ref = "the data" if data_name is None else f"data={data_name}"
+    if model.task is not None and data.task is not None and model.task != data.task:
+        other_data = "mnist_seg" if model.task == SEGMENTATION else "mnist_cls"
+        raise ValueError(
+            f"model={model_name} is a {model.task} model but {data_ref} is {data.task} "
+            f"data. Pick a {data.task} model ({', '.join(_models_for(data.task))}) or "
+            f"{model.task} data (e.g. data={other_data})."
+        )
+    if data.grid is None:  # only the task is known
+        return
+    have = f"data.{RESOLUTION_KEY.get(data.grid, 'bandwidth')}={data.resolution}"
+    if model.grid is not None:
+        key = RESOLUTION_KEY[model.grid]
+        if data.grid != model.grid or (
+            model.resolution is not None and data.resolution != model.resolution
+        ):
+            raise ValueError(
+                f"grid mismatch: model={model_name} needs data on the {model.grid} grid with "
+                f"{key}={model.resolution}, but {data_ref} is on data.grid={data.grid} "
+                f"({have}). Set data.grid={model.grid} data.{key}={model.resolution}."
+            )
+        return
+    if model.resolution is None:
+        return
+    if data.grid not in BANDWIDTH_GRIDS:
+        raise ValueError(
+            f"{data_ref} is on data.grid={data.grid}, a grid without a bandwidth, but "
+            f"model={model_name} expects 2B x 2B inputs with B={model.resolution}; use "
+            "data.grid=soft or data.grid=paper."
+        )
+    if data.resolution != model.resolution:
+        raise ValueError(
+            f"bandwidth mismatch: {data_ref} has data.bandwidth={data.resolution} but "
+            f"model={model_name} is built for model.bandwidth={model.resolution}. Set both to "
+            f"the same value, e.g. data.bandwidth={model.resolution} "
+            f"(or model.bandwidth={data.resolution})."
+        )
+
+
+def check_config(cfg: DictConfig, model_name: str, data_name: str) -> None:
+    """:func:`check_pairing` of ``cfg.model`` and ``cfg.data``, before anything is built."""
+    check_pairing(model_needs(cfg.model), data_offers(cfg.data), model_name, data_name)

@@ -13,6 +13,9 @@
   ``<results_dir>/<sweep>/<hash>/job.lock`` for the whole job; a second process that wants the
   same job finds it busy and leaves it (``busy`` outcome). The kernel drops the lock when its
   holder dies, also on ``kill -9``.
+* **The job's state.** :class:`Job` holds what one job has built so far (kept for its record, also
+  after a failure) and where its files go; :func:`where_stopped` says, for the interruption
+  message, where it stopped and what a rerun resumes from.
 * **Sweep summary.** Every job writes ``outcome.json`` in its run dir (``complete``, ``skipped``,
   ``failed``, ``busy``, ``interrupted``); :class:`SweepSummary` (a Hydra callback,
   ``conf/hydra/default.yaml``) prints one line at the end of a multirun, and with ``strict=true``
@@ -32,13 +35,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from sphere_bench.io import atomic_write_text, pid_alive
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import Logger
+
+    from sphere_bench.train.callbacks import EpochTimer
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +208,83 @@ class JobLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+# ------------------------------------------------------------------------------- the job's state
+@dataclass
+class Job:
+    """Everything one job builds (kept for the result record, also after a failure).
+
+    Its files: the record ``<results_dir>/<sweep_name>/<hash>.json``, the checkpoints in
+    ``<results_dir>/<sweep_name>/<hash>/checkpoints`` (found again when the sweep is rerun).
+    """
+
+    cfg: DictConfig
+    run_dir: Path
+    model_name: str
+    data_name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    hash: str = ""
+    run_name: str = ""
+    net: torch.nn.Module | None = None
+    datamodule: pl.LightningDataModule | None = None
+    lit: pl.LightningModule | None = None
+    trainer: pl.Trainer | None = None
+    loggers: list[Logger] = field(default_factory=list)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    val_best: float | None = None
+    timing: dict[str, Any] | None = None
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.cfg.results_dir) / str(self.cfg.sweep_name)
+
+    @property
+    def record_path(self) -> Path:
+        return self.sweep_dir / f"{self.hash}.json"
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.sweep_dir / self.hash / "checkpoints"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.sweep_dir / self.hash / "job.lock"
+
+    def timer(self) -> EpochTimer | None:
+        """The trainer's epoch timer, if it has one."""
+        from sphere_bench.train.callbacks import EpochTimer
+
+        for cb in getattr(self.trainer, "callbacks", []) or []:
+            if isinstance(cb, EpochTimer):
+                return cb
+        return None
+
+
+def default_run_name(cfg: DictConfig, model_name: str, data_name: str) -> str:
+    """``<model>-<data>-n<N>-<rotate_train>-s<seed>`` unless ``run_name`` is set."""
+    if cfg.get("run_name"):
+        return str(cfg.run_name)
+    return f"{model_name}-{data_name}-n{cfg.data.n_train}-{cfg.data.rotate_train}-s{cfg.seed}"
+
+
+def where_stopped(job: Job) -> str:
+    """Where a job stopped and what a rerun resumes from (for the interruption message)."""
+    trainer = job.trainer
+    if trainer is None:
+        place = "before training (while building data and model)"
+    else:
+        stage = getattr(trainer.state, "stage", None)
+        place = (
+            f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
+            f" ({getattr(stage, 'value', stage) or 'idle'})"
+        )
+    last = job.ckpt_dir / "last.ckpt"
+    if last.is_file():
+        resume = f"rerun the same command to resume from {last}"
+    else:
+        resume = "no checkpoint yet: rerun the same command to start it again"
+    return f"{place}; no record written; {resume}"
 
 
 # ------------------------------------------------------------------------------- sweep summary

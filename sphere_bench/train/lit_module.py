@@ -28,6 +28,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from sphere_bench.schema import MAIN_METRIC, check_task
+from sphere_bench.train.checks import Needs, check_pairing, model_needs
 from sphere_bench.train.equivariance_loss import equivariance_penalty
 from sphere_bench.train.metrics import ConfusionMetrics
 
@@ -98,12 +99,7 @@ class SphericalLitModule(LightningModule):
         check_task(task)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        net_task = getattr(net, "task", None)
-        if net_task is not None and net_task != task:
-            raise ValueError(
-                f"task={task!r} but the net {type(net).__name__} is a {net_task} model; use a "
-                f"{task} model config or {net_task} data"
-            )
+        check_pairing(model_needs(net), Needs(task=task), type(net).__name__)
         net_classes = getattr(net, "num_classes", None)
         if isinstance(net_classes, int) and net_classes != num_classes:
             raise ValueError(
