@@ -36,6 +36,7 @@ from sphere_bench.data.planar_source import load_planar_split
 from sphere_bench.data.spherical_dataset import render_samples
 from sphere_bench.evaluate.equivariance import equivariance_errors
 from sphere_bench.io import atomic_write_text
+from sphere_bench.schema import MAIN_METRIC, SEGMENTATION
 from sphere_bench.train.metrics import ConfusionMetrics
 from sphere_bench.train.record import config_hash, safe_instantiate
 
@@ -258,7 +259,7 @@ def evaluate_ensemble(
 # command line: table and figure
 # ------------------------------------------------------------------------------------------------
 def _main_metric(task: str) -> str:
-    return "acc" if task == "classification" else "miou"
+    return MAIN_METRIC.get(task, MAIN_METRIC[SEGMENTATION])
 
 
 def write_outputs(results: dict[str, dict[str, Any]], out_dir: Path) -> list[Path]:

@@ -77,13 +77,10 @@ LATENCY_COLUMNS: tuple[str, ...] = (
 
 #: Numeric per-record columns that are averaged over seeds (``test_*`` in percent).
 VALUE_COLUMNS: tuple[str, ...] = (
-    "test_nr",
-    "test_r",
+    *(f"test_{name}" for name in TEST_SETS),
     "drop",
-    "test_nr_miou_all",
-    "test_r_miou_all",
-    "test_nr_pixel_acc",
-    "test_r_pixel_acc",
+    *(f"test_{name}_miou_all" for name in TEST_SETS),
+    *(f"test_{name}_pixel_acc" for name in TEST_SETS),
     "val_best",
     "epochs_run",
     "train_seconds",
