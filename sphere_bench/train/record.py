@@ -35,6 +35,7 @@ import torch
 
 from sphere_bench import system_info
 from sphere_bench.io import atomic_write_text
+from sphere_bench.models import count_parameters
 from sphere_bench.schema import (
     DATA_FIELDS,
     SCHEMA_VERSION,
@@ -184,7 +185,7 @@ def build_record(
         model=ModelInfo(
             name=model_name,
             target=model_cfg.get("_target_"),
-            parameters=None if net is None else sum(p.numel() for p in net.parameters()),
+            parameters=None if net is None else count_parameters(net),
         ),
         data=DataInfo(name=data_name, **{k: data_cfg.get(k) for k in DATA_FIELDS}),
         monitor=monitor,

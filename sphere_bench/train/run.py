@@ -39,6 +39,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sphere_bench.models import count_parameters
 from sphere_bench.train import lifecycle
 from sphere_bench.train.builders import (
     callback_record_entries,
@@ -125,7 +126,7 @@ def train(job: Job) -> None:
     trainer = job.trainer = instantiate_trainer(cfg, callbacks, job.loggers, job.run_dir)
     log_hyperparameters(job.loggers, {
         **job.config, "config_hash": job.hash, "model_name": job.model_name,
-        "data_name": job.data_name, "parameters": sum(p.numel() for p in net.parameters()),
+        "data_name": job.data_name, "parameters": count_parameters(net),
     })  # fmt: skip
     if cfg.debug.get("fail"):
         raise RuntimeError("debug.fail=true: failure injected before fit (for testing sweeps)")
