@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 _WANDB_TMP = tempfile.mkdtemp(prefix="sphere_bench_wandb_")
+atexit.register(shutil.rmtree, _WANDB_TMP, ignore_errors=True)  # one per session, not left behind
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
