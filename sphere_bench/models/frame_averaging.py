@@ -65,6 +65,7 @@ from sphere_bench.harmonic.grids import (
     soft_quadrature_weights,
 )
 from sphere_bench.harmonic.signal_rotation import rotate_s2
+from sphere_bench.schema import TASKS
 
 __all__ = ["FrameAveraged", "second_moment", "pca_frames", "relative_gaps", "SIGN_PATTERNS"]
 
@@ -176,7 +177,7 @@ class FrameAveraged(nn.Module):
     ) -> None:
         super().__init__()
         task = task if task is not None else getattr(net, "task", None)
-        if task not in ("classification", "segmentation"):
+        if task not in TASKS:
             raise ValueError(
                 f"task must be classification or segmentation (or a net with a .task), got {task!r}"
             )

@@ -36,6 +36,7 @@ from torch import nn
 from sphere_bench.harmonic.rotations import haar_rotations
 from sphere_bench.harmonic.s2_fft import s2_fft, s2_ifft
 from sphere_bench.harmonic.signal_rotation import rotate_s2
+from sphere_bench.schema import TASKS
 
 __all__ = ["equivariance_penalty"]
 
@@ -66,7 +67,7 @@ def equivariance_penalty(
     Raises:
         ValueError: unknown task, or rotations of the wrong shape.
     """
-    if task not in ("classification", "segmentation"):
+    if task not in TASKS:
         raise ValueError(f"task must be classification or segmentation, got {task!r}")
     n = x.shape[0]
     if rotations is None:
