@@ -43,6 +43,7 @@ __all__ = [
     "S2IFFT",
     "s2_fft",
     "s2_ifft",
+    "synthesis_bandwidth",
     "s2_analysis_pairs",
     "s2_synthesis_pairs",
     "s2_half_to_full",
@@ -137,6 +138,19 @@ def s2_fft(x: torch.Tensor, num_degrees: int | None = None) -> torch.Tensor:
     return out.permute(2, 1, 0).reshape(*lead, L, L)
 
 
+def synthesis_bandwidth(num_degrees: int, bandwidth: int | None) -> int:
+    """The output bandwidth of an inverse transform of ``num_degrees`` degrees: ``bandwidth``
+    (``num_degrees`` when None). Raises ``ValueError`` for an invalid bandwidth or one below
+    ``num_degrees`` (the spectrum would have to be truncated first)."""
+    b = num_degrees if bandwidth is None else int(bandwidth)
+    check_bandwidth(b)
+    if b < num_degrees:
+        raise ValueError(
+            f"bandwidth {b} < number of degrees {num_degrees}; truncate the spectrum first"
+        )
+    return b
+
+
 def s2_ifft(coeffs: torch.Tensor, bandwidth: int | None = None) -> torch.Tensor:
     """Inverse transform ``[..., L, L]`` (``[l, m]``, m ≥ 0) → real ``[..., 2B, 2B]``, ``B ≥ L``.
 
@@ -145,10 +159,7 @@ def s2_ifft(coeffs: torch.Tensor, bandwidth: int | None = None) -> torch.Tensor:
     L = coeffs.shape[-1]
     if coeffs.shape[-2] != L:
         raise ValueError(f"expected coefficients [..., L, L], got {tuple(coeffs.shape)}")
-    b = L if bandwidth is None else int(bandwidth)
-    check_bandwidth(b)
-    if b < L:
-        raise ValueError(f"bandwidth {b} < number of degrees {L}; truncate the spectrum first")
+    b = synthesis_bandwidth(L, bandwidth)
     lead = coeffs.shape[:-2]
     c = coeffs.reshape(-1, L, L).permute(2, 1, 0)  # [m, l, N]
     return s2_synthesis_pairs(c, b).reshape(*lead, 2 * b, 2 * b)

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import torch
 
-from sphere_bench.harmonic.grids import check_bandwidth
 from sphere_bench.harmonic.s2_fft import (
     _degree_factor,
     _ForwardTransform,
     _grid_bandwidth,
     _InverseTransform,
     quadrature_tensor,
+    synthesis_bandwidth,
 )
 from sphere_bench.harmonic.wigner import (
     so3_analysis_table,
@@ -140,10 +140,7 @@ def so3_ifft(coeffs: torch.Tensor, bandwidth: int | None = None) -> torch.Tensor
     L = coeffs.shape[-3]
     if coeffs.shape[-2:] != (L, 2 * L - 1):
         raise ValueError(f"expected coefficients [..., L, L, 2L-1], got {tuple(coeffs.shape)}")
-    b = L if bandwidth is None else int(bandwidth)
-    check_bandwidth(b)
-    if b < L:
-        raise ValueError(f"bandwidth {b} < number of degrees {L}; truncate the spectrum first")
+    b = synthesis_bandwidth(L, bandwidth)
     lead = coeffs.shape[:-3]
     c = coeffs.reshape(-1, L, L, 2 * L - 1).permute(2, 3, 1, 0)  # [m, n, l, N]
     return so3_synthesis_pairs(c, b).reshape(*lead, 2 * b, 2 * b, 2 * b)

@@ -23,7 +23,6 @@ from sphere_bench.report.figures import (
     series_colors,
 )
 from sphere_bench.report.records import (
-    TRAIN_LABEL,
     Runs,
     aggregate,
     load_paper,
@@ -48,6 +47,7 @@ from sphere_bench.report.text import (
     setting_table,
     write_csv,
 )
+from sphere_bench.schema import ROTATION_LABEL
 
 log = logging.getLogger("sphere_bench.report")
 
@@ -90,7 +90,7 @@ def _setup_lines(frame: pd.DataFrame, agg: pd.DataFrame, runs: Runs) -> list[str
                     ", ".join(fmt_n(n) for n in sorted(set(part["n_train"]))),
                     ", ".join(str(s) for s in sorted(set(part["seed"].dropna()))),
                     ", ".join(sorted(set(part["model"]))),
-                    ", ".join(TRAIN_LABEL.get(r, r) for r in sorted(set(part["rotate_train"]))),
+                    ", ".join(ROTATION_LABEL.get(r, r) for r in sorted(set(part["rotate_train"]))),
                     ", ".join(
                         str(e) for e in sorted({str(v) for v in part["max_epochs"].dropna()})
                     ),
@@ -131,7 +131,7 @@ def _failed_lines(runs: Runs) -> list[str]:
                     (r.get("model") or {}).get("name"),
                     data.get("name"),
                     fmt_n(to_float(data.get("n_train"))),
-                    TRAIN_LABEL.get(data.get("rotate_train"), "?"),
+                    ROTATION_LABEL.get(data.get("rotate_train"), "?"),
                     r.get("seed"),
                     err.get("type", "?"),
                     message,

@@ -18,8 +18,6 @@ from sphere_bench.report.records import (
     METRIC_AXIS,
     METRIC_NAME,
     SET_TITLES,
-    TEST_SETS,
-    TRAIN_LABEL,
     family,
     match_paper,
     paper_setting,
@@ -29,6 +27,7 @@ from sphere_bench.report.records import (
     to_float,
 )
 from sphere_bench.report.text import fmt_n, fmt_params, series_label
+from sphere_bench.schema import ROTATION_LABEL, TEST_SETS
 
 
 # ============================================================================ figures
@@ -176,7 +175,7 @@ def figure_metric_vs_n(
                     marker="x",
                     color=ref_colors[key],
                     label=f"{key[0]} ({fmt_params(params_from_name(key[0]))}, train "
-                    f"{TRAIN_LABEL.get(key[1], key[1])})",
+                    f"{ROTATION_LABEL.get(key[1], key[1])})",
                 )
             _n_axis(rax, ref_rows["n_train"])
             rax.set_ylabel(METRIC_AXIS[metric])
@@ -191,7 +190,7 @@ def figure_metric_vs_n(
     if matched:
         names = sorted(
             {
-                f"{k[0]} (train {TRAIN_LABEL.get(k[1], k[1])}, {s.upper()} test)"
+                f"{k[0]} (train {ROTATION_LABEL.get(k[1], k[1])}, {s.upper()} test)"
                 for (k, s) in matched
             }
         )
@@ -327,7 +326,7 @@ def figure_equivariance(
         )
     ax.set_yscale("log")
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{m}\ntrain {TRAIN_LABEL.get(r, r)}" for m, r in keys], fontsize=7)
+    ax.set_xticklabels([f"{m}\ntrain {ROTATION_LABEL.get(r, r)}" for m, r in keys], fontsize=7)
     invariance = (agg_setting["task"] == "classification").all()
     ax.set_ylabel(
         "relative logit change ‖f(Rx) − f(x)‖ / ‖f(x)‖ (invariance)"

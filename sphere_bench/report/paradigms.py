@@ -30,8 +30,9 @@ from pathlib import Path
 import pandas as pd
 
 from sphere_bench.io import atomic_write_text
-from sphere_bench.report.records import TRAIN_LABEL, flatten, load_runs, to_float
+from sphere_bench.report.records import flatten, load_runs, to_float
 from sphere_bench.report.text import markdown_table
+from sphere_bench.schema import ROTATION_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def task_table(agg: pd.DataFrame, task: str) -> tuple[list[str], list[list[str]]
                 r["model"],
                 r["grid"],
                 f"{int(r['parameters']):,}",
-                TRAIN_LABEL.get(r["rotate_train"], r["rotate_train"]),
+                ROTATION_LABEL.get(r["rotate_train"], r["rotate_train"]),
                 f"{int(r['n_train']):,}",
                 _f(r["test_nr"]),
                 _f(r["test_r"]),
@@ -161,7 +162,7 @@ def answer(agg: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
     top = best.iloc[0]
     lines.append(
         f"- Best rotated-test {metric}: **{top['paradigm']}** ({top['model']}, trained on "
-        f"{TRAIN_LABEL.get(top['rotate_train'])}) with {top['test_r']:.1f} %."
+        f"{ROTATION_LABEL.get(top['rotate_train'])}) with {top['test_r']:.1f} %."
     )
     for column, what in (
         ("per_100k_params", "per 100k parameters"),
@@ -227,7 +228,7 @@ def _equivariance_figure(agg: pd.DataFrame, task: str, path: Path) -> Path | Non
         ax.bar(i, r["eq"], color=COLORS[r["paradigm"]])
         if task == "segmentation" and not math.isnan(r["eq_floor"]):
             ax.plot([i - 0.4, i + 0.4], [r["eq_floor"]] * 2, "k--", lw=1)
-        labels.append(f"{r['model']}\n({TRAIN_LABEL.get(r['rotate_train'])})")
+        labels.append(f"{r['model']}\n({ROTATION_LABEL.get(r['rotate_train'])})")
     ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=30, ha="right")
     what = (
         "spectral equivariance error (degree < L); dashes: floor (identity)"

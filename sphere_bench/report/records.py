@@ -23,14 +23,12 @@ import pandas as pd
 
 from sphere_bench.schema import (
     MAIN_METRIC,
-    ROTATION_LABEL,
     ROTATION_OF_TEST_SET,
     STATUS_COMPLETE,
+    TEST_SETS,
     Record,
     RecordError,
-    record_problem,
 )
-from sphere_bench.schema import TEST_SETS as TEST_SETS
 from sphere_bench.train.record import (  # noqa: F401 - re-exported: the report's safe builder
     ALLOWED_TARGETS,
     UntrustedTargetError,
@@ -50,10 +48,7 @@ KEY: tuple[str, ...] = (
     "n_train",
     "bandwidth",
 )
-ROTATE_OF_SET = ROTATION_OF_TEST_SET
 SET_TITLES = {"nr": "NR test set (unrotated)", "r": "R test set (randomly rotated)"}
-TRAIN_LABEL = ROTATION_LABEL
-METRIC_OF_TASK = MAIN_METRIC
 METRIC_AXIS = {"acc": "test accuracy (%)", "miou": "test mIoU, non-background (%)"}
 METRIC_NAME = {"acc": "accuracy", "miou": "mIoU"}
 DATASET_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -126,13 +121,6 @@ def record_paths(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> l
     return paths
 
 
-#: Top-level record entries the report reads, with the JSON type each must have when present.
-RECORD_SHAPE = Record.SHAPE
-
-
-def record_shape_problem(record: Any) -> str | None:
-    """Why ``record`` (parsed JSON) is not a result record the report can read, or None."""
-    return record_problem(record)
 
 
 def load_runs(runs_dir: Path | str, sweeps: Sequence[str] | None = None) -> Runs:
@@ -179,7 +167,7 @@ def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
     rec = Record.from_dict(dict(record))
     data, model, evaluation = rec.data, rec.model, rec.evaluation
     config, timing, env = rec.config, rec.timing, rec.env
-    metric = METRIC_OF_TASK.get(data.task, "acc")
+    metric = MAIN_METRIC.get(data.task, "acc")
     name = model.name or "?"
     row: dict[str, Any] = {
         "sweep": rec.sweep_name,
@@ -369,7 +357,8 @@ def paper_setting(
     if paper.empty:
         return paper
     rows = select(paper, setting)
-    return rows[(rows["rotate_test"] == ROTATE_OF_SET[set_name]) & (rows["metric"] == metric)]
+    same_set = rows["rotate_test"] == ROTATION_OF_TEST_SET[set_name]
+    return rows[same_set & (rows["metric"] == metric)]
 
 
 def match_paper(

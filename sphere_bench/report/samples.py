@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from sphere_bench.report.figures import pyplot, save_figure
-from sphere_bench.report.records import TRAIN_LABEL, family, safe_instantiate
+from sphere_bench.report.records import family, safe_instantiate
 from sphere_bench.report.text import fmt_n
+from sphere_bench.schema import ROTATION_LABEL
 
 log = logging.getLogger("sphere_bench.report")
 
@@ -158,7 +159,7 @@ def figure_samples(
                 columns.append(
                     (
                         f"{titles[role]} {record['model']['name']} "
-                        f"(train {TRAIN_LABEL.get(record['data'].get('rotate_train'), '?')}, "
+                        f"(train {ROTATION_LABEL.get(record['data'].get('rotate_train'), '?')}, "
                         f"N = {fmt_n(record['data'].get('n_train') or 0)})\nthis sample: mIoU "
                         f"{miou:.0f} %",
                         pred,

@@ -16,8 +16,6 @@ from sphere_bench.io import atomic_write_text
 from sphere_bench.report.records import (
     FIGURE_NAME,
     METRIC_NAME,
-    TEST_SETS,
-    TRAIN_LABEL,
     match_paper,
     select,
     series_keys,
@@ -25,6 +23,7 @@ from sphere_bench.report.records import (
     slug,
     to_float,
 )
+from sphere_bench.schema import ROTATION_LABEL, TEST_SETS
 
 
 # ============================================================================ formatting
@@ -67,9 +66,8 @@ def fmt_sig(value: float, digits: int = 3) -> str:
 
 
 def series_label(model: str, rotate_train: str, parameters: float) -> str:
-    return (
-        f"{model} ({fmt_params(parameters)}, train {TRAIN_LABEL.get(rotate_train, rotate_train)})"
-    )
+    train = ROTATION_LABEL.get(rotate_train, rotate_train)
+    return f"{model} ({fmt_params(parameters)}, train {train})"
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -122,7 +120,7 @@ def setting_table(agg_setting: pd.DataFrame) -> tuple[list[str], list[list[str]]
         row = [
             r["model"],
             fmt_params(r["parameters"]),
-            TRAIN_LABEL.get(r["rotate_train"], "?"),
+            ROTATION_LABEL.get(r["rotate_train"], "?"),
             fmt_n(r["n_train"]),
             "–" if r["bandwidth"] < 0 else str(int(r["bandwidth"])),
             str(int(r["seeds"])),
@@ -208,7 +206,7 @@ def answer_markdown(answer: pd.DataFrame) -> str:
         [
             r["setting"],
             r["model"],
-            TRAIN_LABEL.get(r["rotate_train"], "?"),
+            ROTATION_LABEL.get(r["rotate_train"], "?"),
             fmt_params(r["parameters"]),
             f"{METRIC_NAME[r['metric']]} {fmt_pm(r['best_test_r'], r['best_test_r_std'])}",
             fmt_n(r["at_n_train"]),
@@ -226,7 +224,7 @@ def answer_markdown(answer: pd.DataFrame) -> str:
 # ============================================================================ answer sentences
 def _label(row: Mapping[str, Any]) -> str:
     return (
-        f"**{row['model']}** (train {TRAIN_LABEL.get(row['rotate_train'], '?')}, "
+        f"**{row['model']}** (train {ROTATION_LABEL.get(row['rotate_train'], '?')}, "
         f"{fmt_params(row['parameters'])} parameters)"
     )
 
@@ -341,7 +339,7 @@ def _winner_sentences(sc: _Scored) -> list[str]:
             f"At equal N = {fmt_n(n)} (the largest N both were trained with) the S2CNN is "
             f"{'ahead' if d > 0 else 'behind'} by {abs(d):.1f} points "
             f"({a[mean]:.1f} vs {b[mean]:.1f} % for {b['model']}, "
-            f"train {TRAIN_LABEL.get(b['rotate_train'], '?')})."
+            f"train {ROTATION_LABEL.get(b['rotate_train'], '?')})."
         )
     return out
 
@@ -396,7 +394,7 @@ def _trend_sentence(sc: _Scored) -> str:
             else "not monotone"
         )
         trends.append(
-            f"{model} (train {TRAIN_LABEL.get(rotate, '?')}) "
+            f"{model} (train {ROTATION_LABEL.get(rotate, '?')}) "
             f"{'gains' if diff >= 0 else 'loses'} {abs(diff):.1f} points from N = "
             f"{fmt_n(first['n_train'])} to {fmt_n(last['n_train'])} "
             f"({first[mean]:.1f} → {last[mean]:.1f} %, {shape})"
@@ -424,7 +422,7 @@ def _catch_up_sentence(sc: _Scored) -> str:
         row = reaching.sort_values(["n_train", mean], ascending=[True, False]).iloc[0]
         verdict = (
             f"the CNNs reach that from N = {fmt_n(row['n_train'])} on ({row['model']}, train "
-            f"{TRAIN_LABEL.get(row['rotate_train'], '?')}: {row[mean]:.1f} %)."
+            f"{ROTATION_LABEL.get(row['rotate_train'], '?')}: {row[mean]:.1f} %)."
         )
     return (
         f"The S2CNN at its smallest N = {fmt_n(s2_first['n_train'])} scores {target:.1f} %; "
@@ -461,7 +459,7 @@ def _equivariance_sentence(agg_setting: pd.DataFrame) -> str:
     for model, rotate in series_keys(eq):
         rows = eq[(eq["model"] == model) & (eq["rotate_train"] == rotate)]
         parts.append(
-            f"{model} (train {TRAIN_LABEL.get(rotate, '?')}) "
+            f"{model} (train {ROTATION_LABEL.get(rotate, '?')}) "
             f"{fmt_sig(rows['eq_haar_mean'].mean(), 2)}"
         )
     return (
@@ -514,7 +512,7 @@ def paper_points_table(
             figure = str(ref["figure"].iloc[0])
             rows.append([
                 FIGURE_NAME.get(figure, figure), r["model"],
-                TRAIN_LABEL.get(r["rotate_train"], r["rotate_train"]), set_name.upper(),
+                ROTATION_LABEL.get(r["rotate_train"], r["rotate_train"]), set_name.upper(),
                 fmt_n(r["n_train"]), fmt_pm(ours, to_float(r[f"test_{set_name}_std"])),
                 f"{value:.1f} ± {unc:.1f}", f"{ours - value:+.1f}",
             ])  # fmt: skip
