@@ -19,7 +19,7 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -76,47 +76,83 @@ def _equivariance_multiruns() -> list[list[str]]:
     return runs
 
 
-def jobs(every_n: bool = True) -> Iterator[tuple[str, list[str]]]:
-    """``(preset, overrides)`` of every job, ``experiment=...`` first.
+def jobs(
+    every_n: bool = True, presets: Iterable[str] | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """``(preset, overrides)`` of every job, ``experiment=...`` first (of ``presets`` only, when
+    given; composes in an initialised Hydra context).
 
     ``every_n=False`` keeps only the first value of a ``data.n_train`` sweep of more than three
     values (the paper presets' ten N, which no per-model setting depends on): a quicker check.
     """
+    wanted = set(PRESETS) | {"quick_equivariance"} if presets is None else set(presets)
     for preset in PRESETS:
+        if preset not in wanted:
+            continue
         base = [f"experiment={preset}"]
         sweep = _sweeper_overrides(preset)
         if not every_n:
             sweep = [_first_n(token) for token in sweep]
         for combo in _expand(sweep):
             yield preset, base + combo
-    for run in _equivariance_multiruns():
+    for run in _equivariance_multiruns() if "quick_equivariance" in wanted else []:
         for combo in _expand(run):
             yield "quick_equivariance", ["experiment=quick_equivariance", *combo]
 
 
-def job_hash(overrides: list[str]) -> str:
-    """The config hash of the job composed from ``overrides``, resolved as ``run.py`` does."""
+def job_config(overrides: list[str]) -> dict:
+    """The resolved config of the job composed from ``overrides`` (in an initialised Hydra
+    context), as ``run.py`` resolves it (``${hydra:...}`` included), without ``hydra``."""
     cfg = compose("config", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     try:
         job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        return config_hash(OmegaConf.to_container(job, resolve=True))  # type: ignore[arg-type]
+        return OmegaConf.to_container(job, resolve=True)  # type: ignore[return-value]
     finally:
         HydraConfig.instance().cfg = None  # type: ignore[assignment]
+
+
+def job_hash(overrides: list[str]) -> str:
+    """The config hash of the job composed from ``overrides``, resolved as ``run.py`` does."""
+    return config_hash(job_config(overrides))
+
+
+def preset_configs(
+    conf_dir: Path | str = CONF, every_n: bool = True, presets: Iterable[str] | None = None
+) -> dict[str, dict[str, dict]]:
+    """``{preset: {"override override ...": resolved job config}}`` of every job of every preset
+    composed from ``conf_dir`` (``every_n``: see :func:`jobs`; ``presets``: only these)."""
+    GlobalHydra.instance().clear()
+    out: dict[str, dict[str, dict]] = {}
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+            for preset, overrides in jobs(every_n, presets):
+                out.setdefault(preset, {})[" ".join(overrides)] = job_config(overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    return out
+
+
+def preset_sweep_names(conf_dir: Path | str = CONF) -> dict[str, str]:
+    """``{preset: sweep_name}`` of every preset composed from ``conf_dir``."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+            return {
+                name: str(compose("config", overrides=[f"experiment={name}"]).sweep_name)
+                for name in [*PRESETS, "quick_equivariance"]
+            }
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def preset_hashes(every_n: bool = True) -> dict[str, dict[str, str]]:
     """``{preset: {"override override ...": config hash}}`` of every job of every preset
     (``every_n``: see :func:`jobs`)."""
-    GlobalHydra.instance().clear()
-    out: dict[str, dict[str, str]] = {}
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base=None):
-            for preset, overrides in jobs(every_n):
-                out.setdefault(preset, {})[" ".join(overrides)] = job_hash(overrides)
-    finally:
-        GlobalHydra.instance().clear()
-    return out
+    return {
+        preset: {overrides: config_hash(config) for overrides, config in configs.items()}
+        for preset, configs in preset_configs(CONF, every_n).items()
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

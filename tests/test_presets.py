@@ -17,6 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 import sphere_bench.train.run  # noqa: F401  (registers the config resolvers, e.g. sb_wandb_offline)
 from sphere_bench.models import count_parameters
@@ -125,6 +126,39 @@ def test_quick_cls_rotation_lr_and_n_per_model() -> None:
         ]
         assert [job.data.n_train for job in jobs] == n_train, model
         assert {(job.data.rotate_train, job.lit.lr) for job in jobs} == {(rotation, lr)}, model
+
+
+def test_every_recipe_names_an_experiment_and_a_model() -> None:
+    """``conf/recipe/<experiment>/<model>.yaml`` is optional in the defaults list: a misspelt
+    folder or file would be ignored without a word."""
+    recipes = sorted((CONF / "recipe").glob("*/*.yaml"))
+    assert recipes
+    models = {p.stem for p in (CONF / "model").glob("*.yaml")}
+    for path in recipes:
+        assert path.parent.name in EXPERIMENTS and path.stem in models, path
+        assert path.read_text().startswith("# @package _global_\n"), path
+
+
+def test_the_command_line_wins_over_the_recipe() -> None:
+    """The recipe comes after the experiment (it wins over the experiment's defaults); command-line
+    overrides win over both; ``~recipe`` leaves the experiment's defaults."""
+    job = ("experiment=quick_cls", "model=s2cnn_cls_small", "n_level=small")
+    cfg = _compose(*job)
+    assert cfg.hydra.runtime.choices.recipe == "quick_cls/s2cnn_cls_small"
+    assert (cfg.lit.lr, cfg.data.rotate_train, cfg.data.n_train) == (5e-3, "none", 1000)
+    cfg = _compose(*job, "lit.lr=2e-3", "data.rotate_train=random", "data.n_train=500")
+    assert (cfg.lit.lr, cfg.data.rotate_train, cfg.data.n_train) == (2e-3, "random", 500)
+    cfg = _compose(*job, "~recipe")
+    assert (cfg.lit.lr, cfg.data.rotate_train, cfg.data.n_train) == (1e-3, "random", 1000)
+    # No experiment: no recipe, the root config's values.
+    assert _compose("model=s2cnn_cls_small", "data=mnist_cls").lit.lr == pytest.approx(1e-3)
+
+
+def test_a_bad_n_level_names_the_value_and_the_choices() -> None:
+    cfg = _compose("experiment=quick_cls", "model=cnn_cls_small", "n_level=huge")
+    message = r"data\.n_train: 'huge' is not one of 'small', 'medium', 'large'"
+    with pytest.raises(InterpolationResolutionError, match=message):
+        OmegaConf.to_container(cfg.data, resolve=True)
 
 
 def test_quick_seg_lr_per_model() -> None:

@@ -82,7 +82,7 @@ from sphere_bench.train.record import (
 )
 from sphere_bench.train.search import apply_search
 
-__all__ = ["CONF_DIR", "check_config", "cli", "main", "run_job", "train"]
+__all__ = ["CONF_DIR", "check_config", "cli", "lookup", "main", "run_job", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,31 @@ RECORD_NAME = "result.json"
 OmegaConf.register_new_resolver(
     "sb_wandb_offline", lambda mode: str(mode).strip().lower() != "online", replace=True
 )
+
+
+def lookup(key: Any, table: Mapping[str, Any], *, _node_: Any = None) -> Any:
+    """Config resolver ``sb_lookup``: the value of ``key`` in the mapping ``table``.
+
+    A value that depends on a swept key, written in one line, e.g. in
+    ``conf/recipe/quick_cls/cnn_cls_small.yaml``::
+
+        n_train: ${sb_lookup:${n_level},{small: 3000, medium: 9000, large: 27000}}
+
+    Raises:
+        KeyError: ``key`` is not in ``table``; the message names the config key being resolved,
+            the bad value and the allowed ones.
+    """
+    try:
+        return table[str(key)]
+    except KeyError:
+        where = _node_._get_full_key(None) if _node_ is not None else "sb_lookup"
+        raise KeyError(
+            f"{where}: {key!r} is not one of {', '.join(map(repr, table))}; set the key it is "
+            f"looked up by to one of them"
+        ) from None
+
+
+OmegaConf.register_new_resolver("sb_lookup", lookup, replace=True)
 
 
 def train(job: Job) -> None:
