@@ -22,6 +22,13 @@ For every S2CNN workload the same run also measures, on one thread and in its ow
   (channels, bandwidths) and batch; its linear maps are the general equivariant ones (more
   weights than a grid kernel). Skipped where its dense SO(3) grid matrices would not fit.
 
+Every worker (ours, the previous implementation, e3nn) first applies
+:func:`sphere_bench.runtime.keep_freed_heap` (``--heap-keep-mb``, the trainer's default), so
+their ratios compare implementations under one allocator; each S2CNN workload is also timed,
+ours and the previous implementation, with glibc's default allocator settings ("glibc default"
+columns; "as shipped" = the previous implementation with glibc's defaults / ours). The paper's
+code runs in its own venv with glibc's defaults.
+
 Ratios are *their time / ours* from the same run (> 1: ours is faster).
 
 Usage::
@@ -77,6 +84,8 @@ class FlopCounter:
     def __init__(self) -> None:
         self.flops = 0.0
         self.by_op: dict[str, float] = {}
+        #: every matmul-family call: (op, a shape, a stride, b shape, b stride, dtype, FLOPs)
+        self.gemms: list[tuple] = []
 
     def __enter__(self) -> FlopCounter:
         import torch
@@ -103,6 +112,9 @@ class FlopCounter:
                     flops = 2.0 * batch * m * k * b.shape[-1]
                     if a.is_complex() or b.is_complex():
                         flops *= 4
+                    counter.gemms.append((func.overloadpacket.__name__, tuple(a.shape),
+                                          a.stride(), tuple(b.shape), b.stride(), a.dtype,
+                                          flops))
                 elif func in fft_ops:
                     x, dims = args[0], list(args[1])
                     if func in (aten._fft_c2r.default, aten._fft_c2r.out):
@@ -251,11 +263,41 @@ def _transform_module(name: str):
         return importlib.import_module(f"sphere_bench.models.{name}")
 
 
+def _runtime_module():
+    """This tree's :mod:`sphere_bench.runtime`, loaded by path, so that a worker running an
+    older tree's package (which predates the module) gets the same allocator settings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_sb_runtime", REPO / "sphere_bench" /
+                                                  "runtime.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _accepted_keys(conf):
+    """``conf`` without the keys its ``_target_`` does not accept: a model config of this tree
+    instantiated in an older work tree (whose classes may predate a key, e.g. ``task``)."""
+    import inspect
+
+    import hydra
+    from omegaconf import OmegaConf
+
+    params = inspect.signature(hydra.utils.get_class(conf._target_)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return conf
+    kept = {k: v for k, v in OmegaConf.to_container(conf).items()
+            if k == "_target_" or k in params}
+    return OmegaConf.create(kept)
+
+
 def _worker(spec: dict) -> dict:
     """Run one workload in this process and return its measurements."""
     import torch
 
     torch.set_num_threads(spec["threads"])
+    if spec.get("heap_keep_mb"):
+        _runtime_module().keep_freed_heap(spec["heap_keep_mb"])
     if spec["kind"] == "sgemm":
         return _sgemm_rate(spec["repeats"])
     device = torch.device(spec["device"])
@@ -270,7 +312,7 @@ def _worker(spec: dict) -> dict:
             from omegaconf import OmegaConf
 
             conf = OmegaConf.load(REPO / "conf" / "model" / f"{size}.yaml")
-            model = hydra.utils.instantiate(conf)
+            model = hydra.utils.instantiate(_accepted_keys(conf))
             b = model.bandwidth
         model = model.to(device)
         x = torch.randn(batch, 1, 2 * b, 2 * b, device=device)
@@ -361,6 +403,31 @@ def _worker(spec: dict) -> dict:
     return out
 
 
+def gemm_floor(gemms: list[tuple], repeats: int = 3) -> dict:
+    """Time every matmul-family call of a workload alone: same op, shapes, strides and dtype,
+    fresh random operands, hot caches, best of ``repeats``. Their sum is what the workload's
+    GEMMs cost at the speed this machine's BLAS reaches for those shapes."""
+    import torch
+
+    def operand(shape: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:
+        size = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True))
+        return torch.randn(size, dtype=dtype).as_strided(shape, stride)
+
+    total_s, flops = 0.0, 0.0
+    for op, ashape, astride, bshape, bstride, dtype, f in gemms:
+        a, b = operand(ashape, astride, dtype), operand(bshape, bstride, dtype)
+        fn = torch.bmm if op in ("bmm", "baddbmm") else torch.mm
+        fn(a, b)
+        best = math.inf
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(a, b)
+            best = min(best, time.perf_counter() - t)
+        total_s += best
+        flops += f
+    return {"calls": len(gemms), "seconds": total_s, "gflop": flops / 1e9}
+
+
 def profile_markdown(size: str, batch: int, mode: str, rows: int = 25) -> str:
     """``torch.profiler`` table (ops by self CPU time, one call after warm-up) and the FLOP
     counter's split of one S2CNN workload, as markdown (``--profile``)."""
@@ -387,12 +454,27 @@ def profile_markdown(size: str, batch: int, mode: str, rows: int = 25) -> str:
         fn()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=rows)
+    total_us = sum(e.self_cpu_time_total for e in averages)
+    gemm_us = sum(e.self_cpu_time_total for e in averages
+                  if e.key in ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"))
+    floor = gemm_floor(counter.gemms)
+    sgemm = _sgemm_rate(5)["gflops_best"]
     split = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(counter.by_op.items(),
                                                               key=lambda kv: -kv[1]))
     return (f"## {size} batch {batch} {mode}\n\n"
             f"torch {torch.__version__}, {torch.get_num_threads()} thread, load "
             f"{os.getloadavg()[0]:.1f}; executed GFLOP {counter.flops / 1e9:.2f} ({split}).\n\n"
+            f"Profiled call: {total_us / 1e3:.1f} ms of operator self time, of which the "
+            f"{floor['calls']} matmul-family calls take {gemm_us / 1e3:.1f} ms "
+            f"({100 * gemm_us / total_us:.0f} %) and the rest (copies, ReLU, fills, autograd "
+            f"bookkeeping) {(total_us - gemm_us) / 1e3:.1f} ms. **GEMM floor**: the same "
+            f"{floor['calls']} calls timed one by one (same shapes and strides, hot caches, "
+            f"best of 3) take {1e3 * floor['seconds']:.1f} ms, "
+            f"{floor['gflop'] / floor['seconds']:.1f} GFLOP/s = "
+            f"{100 * floor['gflop'] / floor['seconds'] / sgemm:.0f} % of this process's 1024³ "
+            f"SGEMM rate ({sgemm:.1f} GFLOP/s): the speed BLAS reaches on these shapes.\n\n"
             f"```\n{table}\n```\n")
 
 
@@ -530,17 +612,24 @@ def _markdown(results: dict) -> str:
         "count as executed). % SGEMM = (GFLOP / time) / SGEMM rate.",
         "Peak RSS: high-water RSS of the workload's own process (torch runtime ≈ 0.5 GB "
         "included). Load: 1-min load average of the 2-core machine after the workload.",
+        f"Allocator: ours, {results['old_commit']} and e3nn run with the trainer's "
+        f"`heap_keep_mb={results.get('heap_keep_mb', 0)}` (`sphere_bench/runtime.py`: glibc "
+        "keeps freed memory for reuse), so their ratio compares the implementations; the "
+        "'glibc default' columns time ours and the old commit with glibc's default settings "
+        f"(how {results['old_commit']} trained), and 'as shipped' = {results['old_commit']} "
+        "with glibc's defaults / ours with the kept heap.",
         "",
-        "| workload | mode | ours (ms) | GFLOP | GFLOP/s | % SGEMM | peak RSS (GB) "
-        f"| {results['old_commit']} (ms) | ratio | its GFLOP | its RSS (GB) "
+        "| workload | mode | ours (ms) | ours, glibc default (ms) | GFLOP | GFLOP/s | % SGEMM "
+        f"| peak RSS (GB) | {results['old_commit']} (ms) | ratio "
+        f"| {results['old_commit']}, glibc default (ms) | as shipped | its GFLOP | its RSS (GB) "
         "| paper's code (ms) | ratio | e3nn (ms) | ratio | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         if r["kind"] != "model":
             continue
         if "median_ms" not in r:
-            lines.append(f"| {r['label']} | {r['mode']} | error: {r.get('error')} |" + " |" * 14)
+            lines.append(f"| {r['label']} | {r['mode']} | error: {r.get('error')} |" + " |" * 17)
             continue
         old, ref, e3 = r.get("old"), r.get("reference_same_run"), r.get("e3nn")
         gf = r.get("gflop", float("nan"))
@@ -548,10 +637,12 @@ def _markdown(results: dict) -> str:
         row_rate = r.get("sgemm_gflops", rate)
         old_gf = f"{old['gflop']:.2f}" if old and "gflop" in old else ""
         old_rss = f"{old['peak_rss_gb']:.2f}" if old and "peak_rss_gb" in old else ""
+        plain, old_plain = r.get("glibc_default"), r.get("old_glibc_default")
         lines.append(
-            f"| {r['label']} | {r['mode']} | {r['median_ms']:,.1f} | {gf:.2f} | {gfs:.1f} | "
-            f"{100 * gfs / row_rate:.0f} % | {r['peak_rss_gb']:.2f} | {_ms(old)} | "
-            f"{_ratio(old, r)} | {old_gf} | {old_rss} | {_ms(ref)} | {_ratio(ref, r)} | "
+            f"| {r['label']} | {r['mode']} | {r['median_ms']:,.1f} | {_ms(plain)} | {gf:.2f} | "
+            f"{gfs:.1f} | {100 * gfs / row_rate:.0f} % | {r['peak_rss_gb']:.2f} | {_ms(old)} | "
+            f"{_ratio(old, r)} | {_ms(old_plain)} | {_ratio(old_plain, r)} | {old_gf} | "
+            f"{old_rss} | {_ms(ref)} | {_ratio(ref, r)} | "
             f"{_ms(e3)} | {_ratio(e3, r)} | {r.get('loadavg_1min', float('nan')):.1f} |"
         )
     transforms = [r for r in results["runs"] if r["kind"] != "model"]
@@ -587,6 +678,10 @@ def main() -> None:
     parser.add_argument("--old-commit", default=DEFAULT_OLD_COMMIT)
     parser.add_argument("--old-tree", default="/tmp/sb_old", help="where its work tree lives")
     parser.add_argument("--no-old", action="store_true")
+    parser.add_argument("--heap-keep-mb", type=int, default=1024,
+                        help="sphere_bench.runtime.keep_freed_heap in every worker (ours, the "
+                             "old commit, e3nn), as the trainer's heap_keep_mb; model workloads "
+                             "are also timed with glibc's defaults (0: only those)")
     parser.add_argument("--no-e3nn", action="store_true")
     parser.add_argument("--reference-python", help="python of a venv holding the fork's deps "
                         f"(default {DEFAULT_REFERENCE}/venv/bin/python when present)")
@@ -609,6 +704,8 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+        if args.heap_keep_mb:
+            _runtime_module().keep_freed_heap(args.heap_keep_mb)
         parts = ["# bench_models profiles", "",
                  f"Command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`"
                  f"; CPU {cpu_name()}; {time.strftime('%Y-%m-%d %H:%M')}.", ""]
@@ -650,6 +747,7 @@ def main() -> None:
         "peer_repeats": args.peer_repeats, "threads": args.threads, "dtype": "float32",
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "old_commit": args.old_commit, "old_tree_ok": old_tree is not None,
+        "heap_keep_mb": args.heap_keep_mb,
         "reference": f"{ref_src} via {ref_py}" if reference else None,
         "e3nn_version": e3nn_version, "runs": [],
     }
@@ -669,10 +767,16 @@ def main() -> None:
             if args.only and not any(part in label for part in args.only.split(",")):
                 continue
             spec = {**base, "kind": kind, "size": size, "batch": batch, "mode": mode,
-                    "repeats": args.repeats, "count_flops": kind == "model"}
+                    "repeats": args.repeats, "count_flops": kind == "model",
+                    "heap_keep_mb": args.heap_keep_mb}
             row = {**spec, "label": label, **_run_sub(spec)}
+            plain = {**spec, "heap_keep_mb": 0, "count_flops": False}
+            if kind == "model" and args.heap_keep_mb:
+                row["glibc_default"] = _run_sub(plain)
             if old_tree is not None:
                 row["old"] = _run_sub(spec, pythonpath=str(old_tree))
+                if kind == "model" and args.heap_keep_mb:
+                    row["old_glibc_default"] = _run_sub(plain, pythonpath=str(old_tree))
             peer = {**spec, "repeats": args.peer_repeats, "count_flops": False}
             if reference and _has_reference(kind, size, batch, mode):
                 row["reference_same_run"] = _run_reference(peer, ref_py, ref_src, ref_cwd)
@@ -688,7 +792,9 @@ def main() -> None:
             results["runs"].append(row)
             # Written after every workload: an interrupted run keeps what it measured.
             atomic_write_text(out, json.dumps(results, indent=2))
-            print(f"{label:38s} {mode:8s} ours {_ms(row):>10} old {_ms(row.get('old')):>10} "
+            print(f"{label:38s} {mode:8s} ours {_ms(row):>10} "
+                  f"glibc {_ms(row.get('glibc_default')):>10} old {_ms(row.get('old')):>10} "
+                  f"old glibc {_ms(row.get('old_glibc_default')):>10} "
                   f"ref {_ms(row.get('reference_same_run')):>10} "
                   f"e3nn {_ms(row.get('e3nn')):>10} load {os.getloadavg()[0]:.1f}", flush=True)
     atomic_write_text(out, json.dumps(results, indent=2))

@@ -421,6 +421,7 @@ def test_readers_survive_wrong_shaped_files_with_a_warning(
         ("data.n_test=20000", r"data\.n_test=20000: allowed 1 to 10,000 .*fix: data\.n_test=10000"),
         ("data.n_val=7000", r"data\.n_val=7000: allowed null, or 0 to 6,000"),
         ("lit.lr=-1", r"lit\.lr=-1: allowed a number > 0"),
+        ("heap_keep_mb=4096", r"heap_keep_mb=4096: allowed null or an integer in \[0, 2047\]"),
     ],
 )
 def test_bad_values_are_refused_before_work(

@@ -78,7 +78,7 @@ def check_values(cfg: DictConfig) -> None:
     limit_test_batches, fast_dev_run}``, ``data.{n_train, n_val, n_test, batch_size, bandwidth,
     val_fraction}`` (``n_test`` and ``n_val`` at most the images of their pool, so no test or
     validation image is silently repeated), ``lit.{lr, weight_decay}``,
-    ``callbacks.early_stopping.patience``, ``seed`` and ``threads``.
+    ``callbacks.early_stopping.patience``, ``seed``, ``threads`` and ``heap_keep_mb``.
     """
     problems: list[str] = []
 
@@ -187,6 +187,9 @@ def check_values(cfg: DictConfig) -> None:
     threads = cfg.get("threads")
     need(threads is None or (_is_int(threads) and threads >= 1), "threads", threads,
          "null or an integer >= 1", "threads=1")  # fmt: skip
+    keep = cfg.get("heap_keep_mb")
+    need(keep is None or (_is_int(keep) and 0 <= keep < 2048), "heap_keep_mb", keep,
+         "null or an integer in [0, 2047] (MiB)", "heap_keep_mb=1024 (0: glibc's defaults)")
 
     if problems:
         raise ConfigValueError(

@@ -80,6 +80,7 @@ IGNORED_KEYS: tuple[str, ...] = (
     "skip_finished",
     "strict",
     "threads",
+    "heap_keep_mb",
     "data.root",
     "data.cache_dir",
     "data.download_root",

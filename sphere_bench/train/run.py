@@ -40,6 +40,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sphere_bench.models import count_parameters
+from sphere_bench.runtime import keep_freed_heap
 from sphere_bench.train import lifecycle
 from sphere_bench.train.builders import (
     callback_record_entries,
@@ -128,6 +129,7 @@ def train(job: Job) -> None:
     check_values(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    keep_freed_heap(cfg.get("heap_keep_mb"))
     check_config(cfg, job.model_name, job.data_name)
     pl.seed_everything(cfg.seed, workers=True)
 
