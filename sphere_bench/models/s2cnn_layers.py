@@ -117,36 +117,82 @@ def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
 CHUNK_OVERHEAD_FLOPS = 2.0e6
 
 
-def _rows_from_pairs(
-    spec: torch.Tensor, num_degrees: int, lo: int, hi: int, n: int, c: int
-) -> torch.Tensor:
+def _row_block(spec6: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """The chunk ``[lo, hi)`` of ``spec6`` ``[L, 2L−1, 2, N, C, L]`` (``[m, n' + L − 1, r, N, C,
+    l]``) as a real view ``[l, m, N, k, C, r]`` (``m < hi``, ``|k| < hi``)."""
+    L = spec6.shape[0]
+    return spec6[:hi, L - hi : L + hi - 1, :, :, :, lo:hi].permute(5, 0, 3, 1, 4, 2)
+
+
+class _DegreeRows(torch.autograd.Function):
     """Analysis ``[(m, n'), (r, N, C), l]``
-    (:func:`sphere_bench.harmonic.so3_fft.so3_analysis_spatial`) → complex
-    ``[l, (m, N), (k, C)]`` for ``lo ≤ l < hi``, ``m < hi``, ``|k| < hi``: the left operands of
-    the chunk's per-degree products (one copy)."""
-    L, lc = num_degrees, hi - lo
-    win = slice(L - hi, L + hi - 1)
-    rows = spec.view(L, 2 * L - 1, 2, n, c, L)[:hi, win, :, :, :, lo:hi]
-    rows = rows.permute(5, 0, 3, 1, 4, 2)
-    return torch.view_as_complex(rows.contiguous()).view(lc, hi * n, (2 * hi - 1) * c)
+    (:func:`sphere_bench.harmonic.so3_fft.so3_analysis_spatial`) → for every degree chunk
+    ``[lo, hi)`` the complex left operands ``[l, (m, N), (k, C)]`` (``m < hi``, ``|k| < hi``) of
+    its per-degree products: one copy per chunk.
+
+    Autograd's own backward of per-chunk slices would allocate a zero tensor of the whole
+    spectrum for every chunk and add them up; this one writes all chunk gradients into a single
+    zeroed spectrum (one fill, one copy per chunk)."""
+
+    @staticmethod
+    def forward(ctx, spec: torch.Tensor, num_degrees: int, n: int, c: int,
+                chunks: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, ...]:
+        L = num_degrees
+        ctx.meta = (spec.shape, L, n, c, chunks)
+        spec6 = spec.view(L, 2 * L - 1, 2, n, c, L)
+        return tuple(
+            torch.view_as_complex(_row_block(spec6, lo, hi).contiguous())
+            .view(hi - lo, hi * n, (2 * hi - 1) * c)
+            for lo, hi in chunks
+        )
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None):
+        shape, L, n, c, chunks = ctx.meta
+        real = next(g for g in grads if g is not None).real.dtype
+        device = next(g for g in grads if g is not None).device
+        out = torch.zeros(shape, dtype=real, device=device)
+        out6 = out.view(L, 2 * L - 1, 2, n, c, L)
+        for g, (lo, hi) in zip(grads, chunks, strict=True):
+            if g is not None:
+                block = torch.view_as_real(g).view(hi - lo, hi, n, 2 * hi - 1, c, 2)
+                _row_block(out6, lo, hi).copy_(block)
+        return out, None, None, None, None
 
 
-def _synthesis_buffer(
-    num_degrees: int, n: int, d: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """Zeroed synthesis operand ``[L, 2L−1, 2, N, D, L]`` (``[m, n' + L − 1, r, N, D, l]``)."""
-    L = num_degrees
-    return torch.zeros(L, 2 * L - 1, 2, n, d, L, dtype=dtype, device=device)
+class _SynthesisOperand(torch.autograd.Function):
+    """Per-chunk products ``z[l, (m, N), (n', D)]`` (complex, ``m, |n'| < hi``) and the bias →
+    the synthesis operand ``[L, 2L−1, 2, N, D, L]`` (``[m, n' + L − 1, r, N, D, l]``, real/
+    imaginary part ``r``; zero outside the chunks' blocks) with the bias added to
+    ``Re z^0_{00}``: the degree-0 term of the synthesis is the constant ``z^0_{00}``, so this adds
+    the bias to every grid point (one add per channel instead of a pass over the grid).
 
+    One zeroed buffer and one copy per chunk; the backward gathers each chunk's block of the
+    incoming gradient (autograd's own backward of in-place block writes would clone the whole
+    buffer's gradient once per chunk)."""
 
-def _store_products(
-    buf: torch.Tensor, z: torch.Tensor, lo: int, hi: int, n: int, d: int
-) -> None:
-    """Write the products ``z[l, (m, N), (n', D)]`` (complex, ``m, |n'| < hi``) of the chunk
-    ``[lo, hi)`` into the synthesis operand ``buf`` (:func:`_synthesis_buffer`), in place."""
-    L, lc = buf.shape[0], hi - lo
-    blocks = torch.view_as_real(z).view(lc, hi, n, 2 * hi - 1, d, 2).permute(1, 3, 5, 2, 4, 0)
-    buf[:hi, L - hi : L + hi - 1, :, :, :, lo:hi] = blocks
+    @staticmethod
+    def forward(ctx, bias: torch.Tensor, num_degrees: int, n: int, d: int,
+                chunks: tuple[tuple[int, int], ...], *zs: torch.Tensor) -> torch.Tensor:
+        L = num_degrees
+        ctx.meta = (bias.shape, L, n, d, chunks)
+        buf = torch.zeros(L, 2 * L - 1, 2, n, d, L, dtype=bias.dtype, device=bias.device)
+        for z, (lo, hi) in zip(zs, chunks, strict=True):
+            blocks = torch.view_as_real(z).view(hi - lo, hi, n, 2 * hi - 1, d, 2)
+            _row_block(buf, lo, hi).copy_(blocks)
+        buf[0, L - 1, 0, :, :, 0] += bias.reshape(1, d)
+        return buf
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        bias_shape, L, n, d, chunks = ctx.meta
+        grad_bias = grad[0, L - 1, 0, :, :, 0].sum(0).reshape(bias_shape)
+        grads = tuple(
+            torch.view_as_complex(_row_block(grad, lo, hi).contiguous())
+            .view(hi - lo, hi * n, (2 * hi - 1) * d)
+            for lo, hi in chunks
+        )
+        return (grad_bias, None, None, None, None, *grads)
 
 
 def _so3_phi(
@@ -263,18 +309,13 @@ class _GridKernelCorrelation(nn.Module):
             plans[n] = plan
         return plan
 
-    def _add_bias_spectrally(self, buf: torch.Tensor) -> None:
-        """Add the bias to ``Re z^0_{00}`` of the synthesis operand (:func:`_synthesis_buffer`),
-        in place: the degree-0 term of the synthesis is the constant ``z^0_{00}``, so this adds
-        the bias to every grid point (one add per channel instead of a pass over the grid)."""
-        L = buf.shape[0]
-        buf[0, L - 1, 0, :, :, 0] += self.bias.view(1, self.nfeature_out)
-
-    def _synthesize(self, buf: torch.Tensor, n: int) -> torch.Tensor:
-        """Synthesis step (bias included) of the SO(3)-valued layers: ``buf`` → the output view
-        ``[N, C_out, 2b_out, 2b_out, 2b_out]`` of spatial-major memory."""
-        self._add_bias_spectrally(buf)
-        d = self.nfeature_out
+    def _synthesize(self, products: list[torch.Tensor], chunks: tuple[tuple[int, int], ...],
+                    n: int) -> torch.Tensor:
+        """Synthesis step (bias included) of the SO(3)-valued layers: the per-chunk products
+        ``z[l, (m, N), (n', D)]`` → the output view ``[N, C_out, 2b_out, 2b_out, 2b_out]`` of
+        spatial-major memory."""
+        d, L = self.nfeature_out, self.spectral_degrees()
+        buf = _SynthesisOperand.apply(self.bias, L, n, d, chunks, *products)
         y = so3_synthesis_spatial(buf.view(*buf.shape[:3], n * d, buf.shape[-1]), self.b_out)
         return so3_from_spatial_major(y, n, d)
 
@@ -341,13 +382,14 @@ class S2Convolution(_GridKernelCorrelation):
         L = self.spectral_degrees()
         spec = s2_analysis_pairs(x.reshape(n * c, *x.shape[2:]), L)  # [m, l, (N c)]
         psi = self.kernel_spectrum_conj(L)  # [n', l, c, d]
-        buf = _synthesis_buffer(L, n, d, x.dtype, x.device)
-        for lo, hi in self.degree_chunks(n):
+        chunks = self.degree_chunks(n)
+        products = []
+        for lo, hi in chunks:
             lc, win = hi - lo, slice(L - hi, L + hi - 1)
             a = spec[:hi, lo:hi].reshape(hi, lc, n, c).transpose(0, 1).reshape(lc, hi * n, c)
             k = psi[win, lo:hi].permute(1, 2, 0, 3).reshape(lc, c, (2 * hi - 1) * d)
-            _store_products(buf, torch.bmm(a, k), lo, hi, n, d)  # z^l_{mn'}
-        return self._synthesize(buf, n)
+            products.append(torch.bmm(a, k))  # z^l_{mn'}
+        return self._synthesize(products, chunks, n)
 
 
 class SO3Convolution(_GridKernelCorrelation):
@@ -414,16 +456,15 @@ class SO3Convolution(_GridKernelCorrelation):
         another memory layout costs one copy.
         """
         self._check_input(x)
-        n, c, d = x.shape[0], self.nfeature_in, self.nfeature_out
+        n, c = x.shape[0], self.nfeature_in
         L = self.spectral_degrees()
         spec = self._so3_analysis(x, L)
         phi = torch.conj_physical(_so3_phi(self.kernel * self.scaling, self.grid, L))
-        buf = _synthesis_buffer(L, n, d, x.dtype, x.device)
-        for lo, hi in self.degree_chunks(n):
-            a = _rows_from_pairs(spec, L, lo, hi, n, c)  # [l, (m N), (k c)]
-            z = torch.bmm(a, self.kernel_chunk(phi, lo, hi))  # [l, (m N), (n' d)]
-            _store_products(buf, z, lo, hi, n, d)
-        return self._synthesize(buf, n)
+        chunks = self.degree_chunks(n)
+        rows = _DegreeRows.apply(spec, L, n, c, chunks)  # per chunk [l, (m N), (k c)]
+        products = [torch.bmm(a, self.kernel_chunk(phi, lo, hi))  # [l, (m N), (n' d)]
+                    for a, (lo, hi) in zip(rows, chunks, strict=True)]
+        return self._synthesize(products, chunks, n)
 
 
 class SO3ToS2Convolution(_GridKernelCorrelation):
@@ -479,9 +520,10 @@ class SO3ToS2Convolution(_GridKernelCorrelation):
         spec = self._so3_analysis(x, L)
         kappa = self.kernel_spectrum(L).conj()  # [k, l, c, d]
         h = torch.zeros(L, L, n * d, dtype=kappa.dtype, device=x.device)  # [m, l, (N d)]
-        for lo, hi in self.degree_chunks(n):
+        chunks = self.degree_chunks(n)
+        rows = _DegreeRows.apply(spec, L, n, c, chunks)  # per chunk [l, (m N), (k c)]
+        for a, (lo, hi) in zip(rows, chunks, strict=True):
             lc = hi - lo
-            a = _rows_from_pairs(spec, L, lo, hi, n, c)  # [l, (m N), (k c)]
             k = kappa[L - hi : L + hi - 1, lo:hi].transpose(0, 1).reshape(lc, -1, d)
             h[:hi, lo:hi] = torch.bmm(a, k).view(lc, hi, n * d).transpose(0, 1)  # h^l_m
         y = s2_synthesis_pairs(h, self.b_out)
