@@ -186,7 +186,9 @@ class _SynthesisOperand(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         bias_shape, L, n, d, chunks = ctx.meta
-        grad_bias = grad[0, L - 1, 0, :, :, 0].sum(0).reshape(bias_shape)
+        # contiguous first: the same summation order as autograd's own broadcast backward, so
+        # training reproduces earlier runs bit for bit
+        grad_bias = grad[0, L - 1, 0, :, :, 0].contiguous().sum(0).reshape(bias_shape)
         grads = tuple(
             torch.view_as_complex(_row_block(grad, lo, hi).contiguous())
             .view(hi - lo, hi * n, (2 * hi - 1) * d)
