@@ -678,7 +678,8 @@ def main() -> None:
     parser.add_argument("--old-commit", default=DEFAULT_OLD_COMMIT)
     parser.add_argument("--old-tree", default="/tmp/sb_old", help="where its work tree lives")
     parser.add_argument("--no-old", action="store_true")
-    parser.add_argument("--heap-keep-mb", type=int, default=1024,
+    parser.add_argument("--heap-keep-mb", type=int,
+                        default=_runtime_module().DEFAULT_KEEP_MB,
                         help="sphere_bench.runtime.keep_freed_heap in every worker (ours, the "
                              "old commit, e3nn), as the trainer's heap_keep_mb; model workloads "
                              "are also timed with glibc's defaults (0: only those)")

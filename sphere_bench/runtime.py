@@ -35,6 +35,8 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 MMAP_THRESHOLD_MAX = 32 << 20
 #: Default of the training entry point (``heap_keep_mb``) and the benchmarks, MiB.
 DEFAULT_KEEP_MB = 1024
+#: Largest amount, MiB: ``mallopt`` takes a C ``int`` of bytes.
+MAX_KEEP_MB = 2047
 
 _applied: int | None = None
 
@@ -70,11 +72,11 @@ def keep_freed_heap(megabytes: int | None = DEFAULT_KEEP_MB) -> bool:
     """
     global _applied
     if isinstance(megabytes, bool) or not (
-        megabytes is None or (isinstance(megabytes, int) and 0 <= megabytes < 2048)
+        megabytes is None or (isinstance(megabytes, int) and 0 <= megabytes <= MAX_KEEP_MB)
     ):
         raise ValueError(
-            f"heap_keep_mb must be an integer number of MiB in [0, 2047], got {megabytes!r}; "
-            "use 0 or null to keep the C library's defaults"
+            f"heap_keep_mb must be an integer number of MiB in [0, {MAX_KEEP_MB}], got "
+            f"{megabytes!r}; use 0 or null to keep the C library's defaults"
         )
     if not megabytes:
         return False

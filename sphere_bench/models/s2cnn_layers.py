@@ -124,6 +124,30 @@ def _row_block(spec6: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     return spec6[:hi, L - hi : L + hi - 1, :, :, :, lo:hi].permute(5, 0, 3, 1, 4, 2)
 
 
+def _gather_blocks(
+    spec6: torch.Tensor, chunks: tuple[tuple[int, int], ...], n: int, c: int
+) -> tuple[torch.Tensor, ...]:
+    """Every chunk's block of ``spec6`` (:func:`_row_block`) as a complex matrix
+    ``[l, (m, N), (k, C)]``: one copy per chunk."""
+    return tuple(
+        torch.view_as_complex(_row_block(spec6, lo, hi).contiguous())
+        .view(hi - lo, hi * n, (2 * hi - 1) * c)
+        for lo, hi in chunks
+    )
+
+
+def _scatter_blocks(
+    spec6: torch.Tensor, blocks: tuple[torch.Tensor | None, ...],
+    chunks: tuple[tuple[int, int], ...], n: int, c: int,
+) -> None:
+    """Write the complex ``[l, (m, N), (k, C)]`` blocks (``None``: skipped) into their chunks of
+    ``spec6`` (:func:`_row_block`), in place: the inverse of :func:`_gather_blocks`."""
+    for block, (lo, hi) in zip(blocks, chunks, strict=True):
+        if block is not None:
+            real = torch.view_as_real(block).view(hi - lo, hi, n, 2 * hi - 1, c, 2)
+            _row_block(spec6, lo, hi).copy_(real)
+
+
 class _DegreeRows(torch.autograd.Function):
     """Analysis ``[(m, n'), (r, N, C), l]``
     (:func:`sphere_bench.harmonic.so3_fft.so3_analysis_spatial`) → for every degree chunk
@@ -138,25 +162,14 @@ class _DegreeRows(torch.autograd.Function):
     def forward(ctx, spec: torch.Tensor, num_degrees: int, n: int, c: int,
                 chunks: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, ...]:
         L = num_degrees
-        ctx.meta = (spec.shape, L, n, c, chunks)
-        spec6 = spec.view(L, 2 * L - 1, 2, n, c, L)
-        return tuple(
-            torch.view_as_complex(_row_block(spec6, lo, hi).contiguous())
-            .view(hi - lo, hi * n, (2 * hi - 1) * c)
-            for lo, hi in chunks
-        )
+        ctx.meta = (spec.shape, spec.dtype, spec.device, L, n, c, chunks)
+        return _gather_blocks(spec.view(L, 2 * L - 1, 2, n, c, L), chunks, n, c)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor | None):
-        shape, L, n, c, chunks = ctx.meta
-        real = next(g for g in grads if g is not None).real.dtype
-        device = next(g for g in grads if g is not None).device
-        out = torch.zeros(shape, dtype=real, device=device)
-        out6 = out.view(L, 2 * L - 1, 2, n, c, L)
-        for g, (lo, hi) in zip(grads, chunks, strict=True):
-            if g is not None:
-                block = torch.view_as_real(g).view(hi - lo, hi, n, 2 * hi - 1, c, 2)
-                _row_block(out6, lo, hi).copy_(block)
+        shape, dtype, device, L, n, c, chunks = ctx.meta
+        out = torch.zeros(shape, dtype=dtype, device=device)
+        _scatter_blocks(out.view(L, 2 * L - 1, 2, n, c, L), grads, chunks, n, c)
         return out, None, None, None, None
 
 
@@ -177,9 +190,7 @@ class _SynthesisOperand(torch.autograd.Function):
         L = num_degrees
         ctx.meta = (bias.shape, L, n, d, chunks)
         buf = torch.zeros(L, 2 * L - 1, 2, n, d, L, dtype=bias.dtype, device=bias.device)
-        for z, (lo, hi) in zip(zs, chunks, strict=True):
-            blocks = torch.view_as_real(z).view(hi - lo, hi, n, 2 * hi - 1, d, 2)
-            _row_block(buf, lo, hi).copy_(blocks)
+        _scatter_blocks(buf, zs, chunks, n, d)
         buf[0, L - 1, 0, :, :, 0] += bias.reshape(1, d)
         return buf
 
@@ -189,12 +200,7 @@ class _SynthesisOperand(torch.autograd.Function):
         # contiguous first: the same summation order as autograd's own broadcast backward, so
         # training reproduces earlier runs bit for bit
         grad_bias = grad[0, L - 1, 0, :, :, 0].contiguous().sum(0).reshape(bias_shape)
-        grads = tuple(
-            torch.view_as_complex(_row_block(grad, lo, hi).contiguous())
-            .view(hi - lo, hi * n, (2 * hi - 1) * d)
-            for lo, hi in chunks
-        )
-        return (grad_bias, None, None, None, None, *grads)
+        return (grad_bias, None, None, None, None, *_gather_blocks(grad, chunks, n, d))
 
 
 def _so3_phi(

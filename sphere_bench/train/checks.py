@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 
 from sphere_bench.data.planar_source import SPLIT_SIZES
 from sphere_bench.harmonic.grids import RESOLUTION_KEY
+from sphere_bench.runtime import DEFAULT_KEEP_MB, MAX_KEEP_MB
 from sphere_bench.schema import SEGMENTATION
 
 #: The config tree (``conf/``) the training entry point composes.
@@ -188,8 +189,9 @@ def check_values(cfg: DictConfig) -> None:
     need(threads is None or (_is_int(threads) and threads >= 1), "threads", threads,
          "null or an integer >= 1", "threads=1")  # fmt: skip
     keep = cfg.get("heap_keep_mb")
-    need(keep is None or (_is_int(keep) and 0 <= keep < 2048), "heap_keep_mb", keep,
-         "null or an integer in [0, 2047] (MiB)", "heap_keep_mb=1024 (0: glibc's defaults)")
+    need(keep is None or (_is_int(keep) and 0 <= keep <= MAX_KEEP_MB), "heap_keep_mb", keep,
+         f"null or an integer in [0, {MAX_KEEP_MB}] (MiB)",
+         f"heap_keep_mb={DEFAULT_KEEP_MB} (0: glibc's defaults)")
 
     if problems:
         raise ConfigValueError(
