@@ -50,7 +50,6 @@ from sphere_bench.train.checkpoints import (
 from sphere_bench.train.checks import ConfigValueError, check_values
 from sphere_bench.train.lifecycle import JobBusy, JobInterrupted, JobLock
 from sphere_bench.train.record import config_hash, load_record
-from sphere_bench.train.search import BudgetError, config_parameters, fit_to_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -475,7 +474,7 @@ def test_full_cache_disk_degrades_to_memory_with_a_warning(
 
 
 # ------------------------------------------------------------------------------------------------
-# a real distributed engine (submitit, the executor behind SLURM, run locally) and the search
+# a real distributed engine (submitit, the executor behind SLURM, run locally)
 # ------------------------------------------------------------------------------------------------
 def test_submitit_local_sweep_records_failures_and_reruns(
     tmp_path: Path, data_root: Path, cache_dir: Path
@@ -496,35 +495,3 @@ def test_submitit_local_sweep_records_failures_and_reruns(
         assert record["run_dir"].startswith(str(tmp_path / "multirun"))
     output = _run_cli(tmp_path, cmd[:-1], 0)  # rerun, not strict: complete job skipped
     assert "sweep smoke_seg: 2 jobs: 0 complete, 1 skipped, 1 failed" in output
-
-
-def test_random_architecture_search_meets_the_budget(
-    tmp_path: Path, data_root: Path, cache_dir: Path
-) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cmd = _cli(
-        tmp_path, data_root, cache_dir, "hparams_search=cnn_seg_random",
-        "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "search.param_budget=12000",
-    )  # fmt: skip
-    output = _run_cli(tmp_path, cmd, 0)
-    assert "Sampler: RandomSampler" in output
-    records = [json.loads(p.read_text())
-               for p in (tmp_path / "results" / "search_cnn_seg").glob("*.json")]  # fmt: skip
-    assert len(records) == 2 and {r["status"] for r in records} == {"complete"}
-    for record in records:
-        assert abs(record["model"]["parameters"] - 12000) <= 1200
-        assert record["config"]["model"]["features"] != [8, 12, 16, 24]  # scaled to the budget
-    best = OmegaConf.load(tmp_path / "multirun" / "optimization_results.yaml")
-    assert best.best_value == max(r["val_best"] for r in records)
-
-
-def test_fit_to_budget_scales_widths_to_the_parameter_count() -> None:
-    model = OmegaConf.to_container(compose_cfg("model=cnn_seg_small").model)
-    for budget in (10_000, 50_000):
-        cfg, count = fit_to_budget(model, [1, 2, 3, 4], [3, 5, 3, 3], budget, 0.05)
-        assert abs(count - budget) <= 0.05 * budget
-        assert count == config_parameters(cfg)
-        widths = cfg["features"]
-        assert widths == sorted(widths) and cfg["kernel_sizes"] == [3, 5, 3, 3]
-    with pytest.raises(BudgetError, match="one entry per layer"):
-        fit_to_budget(model, [1, 2], [3, 3], 10_000)

@@ -7,8 +7,9 @@ Two families, both taking the S² signal as an ordinary 1-channel image of shape
 * :class:`SegmentationCNN` — the paper's encoder–decoder ``ConvNet_sem_seg`` (Gerken et al., ICML
   2022; ``docs/paper_protocol.md`` §3.2), ``[N, 1, 2B, 2B] → [N, num_classes, 2B, 2B]`` logits.
 * :class:`ClassificationCNN` — our classification family (the paper never released its 114k /
-  0.5M / 2.5M CNNs): the same encoder followed by global average pooling and one linear layer,
-  ``[N, 1, 2B, 2B] → [N, num_classes]`` logits.
+  0.5M / 2.5M CNNs): the same encoder followed by global average pooling (or, with
+  ``head="flatten"``, flattening) and one linear layer, ``[N, 1, 2B, 2B] → [N, num_classes]``
+  logits.
 
 Padding modes (``padding=``)
 ----------------------------
@@ -39,8 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 PADDING_MODES = ("valid", "circular_lon")
+CLASSIFICATION_HEADS = ("mean", "flatten")
 
 __all__ = [
+    "CLASSIFICATION_HEADS",
     "PADDING_MODES",
     "ClassificationCNN",
     "SegmentationCNN",
@@ -434,11 +437,18 @@ class ClassificationCNN(_SphericalCNN):
 
     The paper's 114k / 0.5M / 2.5M classification CNNs were never released, so this is our design
     (``conf/model/cnn_cls_*.yaml``): ``[Conv2d(k_i, s_i) (+ optional shortcut), ReLU] × L →
-    AdaptiveAvgPool2d(1) → Linear(f_{L−1} → num_classes)``, valid convolutions, no batchnorm, no
-    dropout. The family used in the configs has widths ``c · [1, 1, 2, 2, 4]``, kernels
-    ``[5, 3, 3, 3, 3]``, strides ``[1, 2, 1, 2, 1]`` (``60×60 → 56 → 27 → 25 → 12 → 10``, receptive
-    field 23 px, then the global mean) with ``c = 29 / 61 / 136`` for 115,720 / 506,920 / 2,507,170
-    parameters (``135c² + 75c + 10``), and no shortcuts.
+    head → Linear(· → num_classes)``, valid convolutions, no batchnorm, no dropout. The family used
+    in the configs has widths ``c · [1, 1, 2, 2, 4]``, kernels ``[5, 3, 3, 3, 3]``, strides
+    ``[1, 2, 1, 2, 1]`` (``60×60 → 56 → 27 → 25 → 12 → 10``, receptive field 23 px, then the global
+    mean) with ``c = 29 / 61 / 136`` for 115,720 / 506,920 / 2,507,170 parameters
+    (``135c² + 75c + 10``), and no shortcuts. The architecture search
+    (``conf/hparams_search/cnn_cls_random.yaml``) also draws strides and the head.
+
+    Heads: ``"mean"`` (default) averages the last map over both axes (global average pooling,
+    ``Linear(f_{L−1} → num_classes)``); ``"flatten"`` flattens it (``Linear(f_{L−1}·H·W →
+    num_classes)``), as the classic CNN of upstream s2cnn's ``examples/mnist/run_classic.py`` does
+    (jonkhler/s2cnn). With ``padding="circular_lon"``, only the ``"mean"`` head keeps the logits
+    invariant to longitude rolls.
 
     Parameters
     ----------
@@ -455,6 +465,13 @@ class ClassificationCNN(_SphericalCNN):
         Number of classes (10 digits).
     in_channels : int
         Input channels (1).
+    head : {"mean", "flatten"}
+        How the last ``[N, f_{L−1}, H, W]`` map becomes the linear layer's input (see above).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``head`` (and every error of the shared encoder arguments).
     """
 
     task = "classification"
@@ -469,15 +486,22 @@ class ClassificationCNN(_SphericalCNN):
         padding: str = "valid",
         num_classes: int = 10,
         in_channels: int = 1,
+        head: str = "mean",
     ) -> None:
         super().__init__()
+        if head not in CLASSIFICATION_HEADS:
+            raise ValueError(f"head must be one of {list(CLASSIFICATION_HEADS)}, got {head!r}")
         features, kernel_sizes, strides = self._init_encoder(
             bandwidth, features, kernel_sizes, strides, use_skips, padding, num_classes, in_channels
         )
-        self.head = nn.Linear(features[-1], num_classes)
+        self.head_type = head
+        height, width = self.sizes[-1]
+        pixels = height * width if head == "flatten" else 1
+        self.head = nn.Linear(features[-1] * pixels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, in_channels, 2B, 2B]`` float → ``[N, num_classes]`` logits."""
         self._check_input(x)
         x = self.encoder(x)
-        return self.head(x.mean(dim=(-2, -1)))
+        x = x.flatten(1) if self.head_type == "flatten" else x.mean(dim=(-2, -1))
+        return self.head(x)

@@ -81,7 +81,7 @@ from sphere_bench.train.record import (
     load_record,
     write_record,
 )
-from sphere_bench.train.search import apply_search
+from sphere_bench.train.search import BudgetError, apply_search
 
 __all__ = ["CONF_DIR", "check_config", "cli", "lookup", "main", "run_job", "train"]
 
@@ -226,7 +226,13 @@ def run_job(
         model_name=choices.get("model", str(cfg.model.get("_target_", "model")).split(".")[-1]),
         data_name=choices.get("data", f"{cfg.data.get('dataset')}_{cfg.data.get('task')}"),
     )
-    apply_search(cfg)  # an hparams_search trial: the budget-fitted architecture, before hashing
+    try:  # an hparams_search trial: the budget-fitted architecture, before hashing
+        apply_search(cfg)
+    except BudgetError as err:
+        if not _is_multirun():
+            raise
+        log.error("search trial not run (its shape misses the budget): %s", err)
+        return {"status": STATUS_FAILED, "error": {"type": "BudgetError", "message": str(err)}}
     job.config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     job.hash = config_hash(job.config)
     job.run_name = default_run_name(cfg, job.model_name, job.data_name)

@@ -16,8 +16,17 @@ The ``search`` node of a config (only present in an ``hparams_search`` run)::
       budget_tolerance: 0.1     # accepted relative deviation from the budget
       width_ratios: [w1, ..., wL]   # relative widths, one per layer (sampled by the sweeper)
       kernel_sizes: [k1, ..., kL]   # kernel size per layer (sampled by the sweeper)
+      strides: "12121"              # optional: stride per layer, a list or one digit per layer
+                                    # (sampled; else the model's)
+      head: mean                    # optional: the classification head (sampled; else the model's)
+      shrink_kernels: false         # optional: see below
 
 It applies to models whose config has ``features`` and ``kernel_sizes`` lists (the CNN zoo).
+When strides are drawn, a drawn kernel can be larger than the map it meets (valid convolutions
+shrink every map). With ``shrink_kernels: true`` such a kernel becomes the largest odd size that
+fits that map (:func:`shrink_kernels`), so every drawn shape builds; the record shows the kernels
+the net has. A shape that no width scaling brings to the budget is a failed trial (its job returns
+no value and the sweep goes on).
 """
 
 from __future__ import annotations
@@ -46,6 +55,59 @@ def config_parameters(model_cfg: dict[str, Any]) -> int:
 def widths_for(ratios: Sequence[float], scale: float) -> list[int]:
     """``max(1, round(scale * r))`` for each ratio."""
     return [max(1, round(scale * float(r))) for r in ratios]
+
+
+def parse_strides(value: Any) -> list[int]:
+    """``search.strides`` as a list of ints: a list, or a string (or int) of one digit per layer.
+
+    ``"12121"`` and ``12121`` (how Hydra reads the unquoted override) give ``[1, 2, 1, 2, 1]``.
+
+    Raises
+    ------
+    BudgetError
+        When an entry is not a positive integer.
+    """
+    items = list(str(value)) if isinstance(value, str | int) else list(value)
+    try:
+        strides = [int(item) for item in items]
+    except (TypeError, ValueError):
+        strides = []
+    if not strides or min(strides) < 1:
+        raise BudgetError(
+            f"search.strides must be a list of positive integers or one digit >= 1 per layer "
+            f"(e.g. '12121'), got {value!r}"
+        )
+    return strides
+
+
+def shrink_kernels(
+    bandwidth: int, kernel_sizes: Sequence[int], strides: Sequence[int]
+) -> list[int]:
+    """Each kernel, in layer order, reduced to the largest odd size that fits the map it meets.
+
+    The input is ``2B × 2B``; a valid convolution maps a height ``h`` to ``(h − k) // s + 1``
+    (:func:`sphere_bench.models.cnn_zoo.encoder_sizes`; with ``circular_lon`` padding the width
+    does not shrink, so the height is the binding size in both modes). A kernel ``k > h`` becomes
+    ``h`` (``h − 1`` when ``h`` is even); a kernel that fits is kept. The result never collapses a
+    map (``k ≤ h`` gives ``≥ 1`` pixel).
+
+    Raises
+    ------
+    BudgetError
+        When the lists differ in length.
+    """
+    if len(kernel_sizes) != len(strides):
+        raise BudgetError(
+            f"search.kernel_sizes ({len(kernel_sizes)}) and the strides ({len(strides)}) need one "
+            "entry per layer"
+        )
+    height, kernels = 2 * int(bandwidth), []
+    for kernel, stride in zip(kernel_sizes, strides, strict=True):
+        fit = height if height % 2 else height - 1
+        kernel = max(1, min(int(kernel), fit))
+        kernels.append(kernel)
+        height = (height - kernel) // int(stride) + 1
+    return kernels
 
 
 def fit_to_budget(
@@ -114,19 +176,30 @@ def apply_search(cfg: DictConfig) -> int | None:
     search = cfg.get("search")
     if not search:
         return None
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    drawn: dict[str, Any] = {}
+    if search.get("strides") is not None:
+        drawn["strides"] = parse_strides(search.strides)
+    if search.get("head") is not None:
+        drawn["head"] = str(search.head)
+    kernels = [int(k) for k in search.kernel_sizes]
+    if search.get("shrink_kernels", False):
+        strides = drawn.get("strides", model_cfg.get("strides") or [])
+        kernels = shrink_kernels(int(model_cfg["bandwidth"]), kernels, strides)
     fitted, count = fit_to_budget(
-        model_cfg,  # type: ignore[arg-type]
+        {**model_cfg, **drawn},
         list(search.width_ratios),
-        list(search.kernel_sizes),
+        kernels,
         int(search.param_budget),
         float(search.get("budget_tolerance", 0.1)),
     )
     with open_dict(cfg):
-        cfg.model.features = fitted["features"]
-        cfg.model.kernel_sizes = fitted["kernel_sizes"]
+        for key in ("features", "kernel_sizes", *drawn):
+            cfg.model[key] = fitted[key]
     log.info(
-        "architecture search: features %s, kernel sizes %s, %d parameters (budget %d)",
-        fitted["features"], fitted["kernel_sizes"], count, int(search.param_budget),
+        "architecture search: features %s, kernel sizes %s%s, %d parameters (budget %d)",
+        fitted["features"], fitted["kernel_sizes"],
+        "".join(f", {key} {value}" for key, value in drawn.items()),
+        count, int(search.param_budget),
     )  # fmt: skip
     return count
