@@ -146,6 +146,7 @@ def test_classification_search_trains_ranks_and_resumes(
     assert len(records) == 3 and {r["status"] for r in records} == {"complete"}
     for record in records:
         model = record["config"]["model"]
+        assert record["model"]["name"] == f"cnn_cls_114k-trial-{record['config_hash'][:8]}"
         assert abs(record["model"]["parameters"] - 114_000) <= 0.05 * 114_000
         assert 1 <= model["strides"].count(2) <= 3 and model["head"] in ("mean", "flatten")
         assert model["kernel_sizes"] == shrink_kernels(30, model["kernel_sizes"], model["strides"])
@@ -170,12 +171,12 @@ def test_classification_search_trains_ranks_and_resumes(
 
 
 def test_search_page_ranks_on_validation_not_on_test() -> None:
-    def record(hash_: str, val: float, test_r: float) -> dict:
+    def record(hash_: str, val: float, test_r: float, name: str = "") -> dict:
         return {
             "config_hash": hash_, "status": "complete", "monitor": "val/acc", "val_best": val,
             "test": {"r": {"acc": test_r}, "nr": {"acc": test_r}}, "epochs_run": 3,
             "timing": {"best_epoch": 1, "train_seconds": 120.0},
-            "model": {"name": "cnn_cls_114k", "parameters": 114_000},
+            "model": {"name": name or f"cnn_cls_114k-trial-{hash_}", "parameters": 114_000},
             "data": {"name": "mnist_cls", "n_train": 100, "bandwidth": 30,
                      "rotate_train": "random"},
             "config": {"model": {"features": [1], "kernel_sizes": [3], "strides": [1]},
@@ -183,8 +184,10 @@ def test_search_page_ranks_on_validation_not_on_test() -> None:
         }  # fmt: skip
 
     trials = [record("aaa", 0.60, 0.90), record("bbb", 0.80, 0.70), record("ccc", 0.70, 0.95)]
-    baseline = record("base", 0.50, 0.65)
-    page = search_report.search_page(trials, "s", [baseline])
+    baseline = record("base", 0.50, 0.65, name="cnn_cls_114k")
+    other = record("other", 0.50, 0.65, name="cnn_cls_500k")  # another model: not a baseline
+    page = search_report.search_page(trials, "s", [baseline, other])
+    assert "of `cnn_cls_114k`'s family" in page and "`other`" not in page
     assert "**Pick:** `bbb`: acc 80.00 % on validation, 70.00 % on the R test set" in page
     assert page.index("| 1 | bbb") < page.index("| 2 | ccc") < page.index("| 3 | aaa")
     assert "baseline `base`'s: +5.00 points" in page

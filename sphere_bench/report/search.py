@@ -27,6 +27,7 @@ from sphere_bench.io import atomic_write_text
 from sphere_bench.report.records import load_runs, to_float
 from sphere_bench.report.text import markdown_table
 from sphere_bench.schema import ROTATION_LABEL
+from sphere_bench.train.search import base_model_name
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,15 @@ def trial_row(rank: int | str, record: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _model_name(record: Mapping[str, Any]) -> str:
+    return base_model_name(str((record.get("model") or {}).get("name", "")))
+
+
 def _same_setting(record: Mapping[str, Any], trial: Mapping[str, Any]) -> bool:
     keys = ("name", "n_train", "bandwidth", "rotate_train", "grid")
     return all(
         (record.get("data") or {}).get(k) == (trial.get("data") or {}).get(k) for k in keys
-    ) and (record.get("model") or {}).get("name") == (trial.get("model") or {}).get("name")
+    ) and _model_name(record) == _model_name(trial)
 
 
 def search_page(
@@ -112,7 +117,7 @@ def search_page(
         "",
         f"{len(trials)} complete trials"
         + (f" ({failed} failed or not run)" if failed else "")
-        + f" of `{(pick.get('model') or {}).get('name')}`'s family on {data.get('name')} "
+        + f" of `{_model_name(pick)}`'s family on {data.get('name')} "
         f"(N = {data.get('n_train')}, B = {data.get('bandwidth')}, trained on "
         f"{rotation}), budget {int(search.get('param_budget', 0)):,} parameters "
         f"± {100 * float(search.get('budget_tolerance', 0)):.0f} %. Ranked by the best validation "

@@ -81,7 +81,7 @@ from sphere_bench.train.record import (
     load_record,
     write_record,
 )
-from sphere_bench.train.search import BudgetError, apply_search
+from sphere_bench.train.search import BudgetError, apply_search, trial_model_name
 
 __all__ = ["CONF_DIR", "check_config", "cli", "lookup", "main", "run_job", "train"]
 
@@ -227,7 +227,7 @@ def run_job(
         data_name=choices.get("data", f"{cfg.data.get('dataset')}_{cfg.data.get('task')}"),
     )
     try:  # an hparams_search trial: the budget-fitted architecture, before hashing
-        apply_search(cfg)
+        searched = apply_search(cfg)
     except BudgetError as err:
         if not _is_multirun():
             raise
@@ -235,6 +235,8 @@ def run_job(
         return {"status": STATUS_FAILED, "error": {"type": "BudgetError", "message": str(err)}}
     job.config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     job.hash = config_hash(job.config)
+    if searched is not None:  # a drawn architecture is not the named model: a name of its own
+        job.model_name = trial_model_name(job.model_name, job.hash)
     job.run_name = default_run_name(cfg, job.model_name, job.data_name)
     job.run_dir.mkdir(parents=True, exist_ok=True)
     log.info("job %s (config hash %s), run dir %s", job.run_name, job.hash, job.run_dir)

@@ -47,6 +47,23 @@ class BudgetError(ValueError):
     """No width scaling of the drawn shape meets the parameter budget (or the shape is invalid)."""
 
 
+TRIAL_MARK = "-trial-"
+
+
+def trial_model_name(model_name: str, hash_: str) -> str:
+    """The model name a search trial's record carries: ``<model>-trial-<first 8 of its hash>``.
+
+    A trial trains a drawn shape, not the named model config (``cnn_cls_114k-trial-1a2b3c4d``), so
+    reports never pool trials with each other or with the named model as if they were seeds.
+    """
+    return f"{model_name}{TRIAL_MARK}{hash_[:8]}"
+
+
+def base_model_name(model_name: str) -> str:
+    """The model config name a trial's model name starts from (:func:`trial_model_name`)."""
+    return model_name.split(TRIAL_MARK)[0]
+
+
 def config_parameters(model_cfg: dict[str, Any]) -> int:
     """Parameters of the net ``model_cfg`` builds (``hydra.utils.instantiate``)."""
     return count_parameters(instantiate(model_cfg))
