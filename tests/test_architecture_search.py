@@ -190,6 +190,7 @@ def test_search_page_ranks_on_validation_not_on_test() -> None:
     assert "of `cnn_cls_114k`'s family" in page and "`other`" not in page
     assert "**Pick:** `bbb`: acc 80.00 % on validation, 70.00 % on the R test set" in page
     assert page.index("| 1 | bbb") < page.index("| 2 | ccc") < page.index("| 3 | aaa")
-    assert "baseline `base`'s: +5.00 points" in page
+    assert "baseline `base`'s: +5.00 points" in page and "not finished" not in page
+    assert "3 complete trials of 20 planned" in search_report.search_page(trials, "s", planned=20)
     with pytest.raises(ValueError, match="no complete trial"):
         search_report.search_page([], "s")

@@ -1,7 +1,7 @@
 """The architecture-search report: every trial of a search sweep, ranked on validation.
 
     python -m sphere_bench.report.search --runs results/records --sweep search_paper_fig4_cnn \\
-        --baseline-sweep paper_fig4_cpu --out results/fig4_cpu/search.md
+        --baseline-sweep paper_fig4_cpu --planned 20 --out results/fig4_cpu/search.md
 
 Reads the records of one ``hparams_search`` sweep (``conf/hparams_search/``; each trial is an
 ordinary job whose record holds the net that was trained) and writes one Markdown page: a row per
@@ -96,6 +96,7 @@ def search_page(
     sweep: str,
     baselines: Sequence[Mapping[str, Any]] = (),
     failed: int = 0,
+    planned: int | None = None,
 ) -> str:
     """The Markdown page: trials ranked by validation value, the pick, and the baselines.
 
@@ -116,6 +117,8 @@ def search_page(
         f"# Architecture search `{sweep}`",
         "",
         f"{len(trials)} complete trials"
+        + (f" of {planned} planned (the search is not finished: the ranking can change)"
+           if planned and len(trials) < planned else "")
         + (f" ({failed} failed or not run)" if failed else "")
         + f" of `{_model_name(pick)}`'s family on {data.get('name')} "
         f"(N = {data.get('n_train')}, B = {data.get('bandwidth')}, trained on "
@@ -147,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", required=True, help="the search sweep's name")
     parser.add_argument("--baseline-sweep", help="a sweep with the hand-designed net to compare")
     parser.add_argument("--out", required=True, help="the Markdown file to write")
+    parser.add_argument("--planned", type=int, help="the search's n_trials (says when unfinished)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     runs = load_runs(args.runs, [args.sweep])
@@ -154,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no complete records in {Path(args.runs) / args.sweep}", file=sys.stderr)
         return 1
     baselines = load_runs(args.runs, [args.baseline_sweep]).complete if args.baseline_sweep else []
-    page = search_page(runs.complete, args.sweep, baselines, failed=len(runs.failed))
+    page = search_page(
+        runs.complete, args.sweep, baselines, failed=len(runs.failed), planned=args.planned
+    )
     atomic_write_text(Path(args.out), page)
     log.info("wrote %s (%d trials)", args.out, len(runs.complete))
     return 0
