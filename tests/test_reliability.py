@@ -208,9 +208,11 @@ def test_killing_a_joblib_sweep_kills_its_workers(
     tmp_path: Path, data_root: Path, cache_dir: Path
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    # Neither job may finish before the kill, however late the second worker starts on a busy
+    # machine: no early stopping, and more epochs than the test can last.
     cmd = _cli(
-        tmp_path, data_root, cache_dir, "seed=1,2", "trainer.max_epochs=200",
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        tmp_path, data_root, cache_dir, "seed=1,2", "trainer.max_epochs=100000",
+        "callbacks.early_stopping=null", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
     )  # fmt: skip
     with (tmp_path / "log.txt").open("w") as log:  # not a pipe: orphans would hold it open
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
