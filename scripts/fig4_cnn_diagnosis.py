@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -49,6 +50,30 @@ def receptive_field(kernels: list[int], strides: list[int]) -> int:
         rf += (k - 1) * jump
         jump *= s
     return rf
+
+
+def load_run(checkpoint: Path, model: str, n_train: int, overrides: Sequence[str] = ()) -> tuple:
+    """``(cfg, datamodule, net)`` of a ``paper_fig4_cpu`` job: the composed config
+    (``experiment=paper_fig4_cpu model=<model> data.n_train=<n_train>`` and ``overrides``), its
+    data module with the fit and test splits set up (from ``data.cache_dir``), and the net with
+    the checkpoint's weights, in eval mode."""
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(
+            "config",
+            overrides=[
+                "experiment=paper_fig4_cpu",
+                f"model={model}",
+                f"data.n_train={n_train}",
+                *overrides,
+            ],
+        )
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup("fit")
+    dm.setup("test")
+    net = hydra.utils.instantiate(cfg.model)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+    return cfg, dm, net.eval()
 
 
 def evaluate(net: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch: int = 500):
@@ -100,24 +125,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[
-                "experiment=paper_fig4_cpu",
-                f"model={args.model}",
-                f"data.n_train={args.n_train}",
-                "data.rotate_train=random",
-                *args.overrides,
-            ],
-        )
-    dm = hydra.utils.instantiate(cfg.data)
-    dm.setup("fit")
-    dm.setup("test")
-    net = hydra.utils.instantiate(cfg.model)
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
-    net.eval()
+    cfg, dm, net = load_run(
+        args.checkpoint, args.model, args.n_train, ["data.rotate_train=random", *args.overrides]
+    )
 
     kernels, strides = list(cfg.model.kernel_sizes), list(cfg.model.strides)
     side = 2 * cfg.data.bandwidth

@@ -6,7 +6,8 @@ recipe picks its training rotation), reads the same cached splits and prints the
 mean cross-entropy of the checkpoint's weights on the first ``--samples`` images of the training
 set, the validation set and the R test set. Train ≈ validation: the model is capacity-limited
 (more data or epochs will not help much); train ≫ validation: it overfits.
-(``scripts/fig4_cnn_diagnosis.py`` goes further for the CNNs.)
+(``scripts/fig4_cnn_diagnosis.py``, whose loading and evaluation this reuses, goes further for
+the CNNs.)
 
 Usage (from the repository root, ``PYTHONPATH=$PWD``)::
 
@@ -22,25 +23,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import hydra
 import torch
-from hydra import compose, initialize_config_dir
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def accuracy_and_loss(
-    net: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch: int = 250
-) -> tuple[float, float]:
-    """Accuracy (%) and mean cross-entropy of ``net`` on uint8 ``[n, H, W]`` inputs."""
-    correct, loss = 0, 0.0
-    with torch.no_grad():
-        for i in range(0, len(inputs), batch):
-            logits = net(inputs[i : i + batch].to(torch.float32).unsqueeze(1))
-            y = targets[i : i + batch]
-            correct += int((logits.argmax(1) == y).sum())
-            loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-    return 100 * correct / len(inputs), loss / len(inputs)
+from fig4_cnn_diagnosis import evaluate, load_run  # scripts/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -52,30 +36,15 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[
-                "experiment=paper_fig4_cpu",
-                f"model={args.model}",
-                f"data.n_train={args.n_train}",
-                *args.overrides,
-            ],
-        )
-    dm = hydra.utils.instantiate(cfg.data)
-    dm.setup("fit")
-    dm.setup("test")
-    net = hydra.utils.instantiate(cfg.model)
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
-    net.eval()
+    cfg, dm, net = load_run(args.checkpoint, args.model, args.n_train, args.overrides)
     print(f"{args.model}, N = {args.n_train}, trained {cfg.data.rotate_train}: {args.checkpoint}")
     splits = (("train", dm.train_set), ("val", dm.val_set), ("R test", dm.test_sets["r"]))
     for name, dataset in splits:
         tensors = dataset.tensors
         m = min(args.samples, len(tensors.targets))
-        acc, loss = accuracy_and_loss(net, tensors.inputs[:m], tensors.targets[:m])
-        print(f"  {name:7s} accuracy {acc:6.2f} %  cross-entropy {loss:.3f}  (first {m})")
+        pred, loss = evaluate(net, tensors.inputs[:m], tensors.targets[:m])
+        acc = 100 * (pred == tensors.targets[:m]).double().mean().item()
+        print(f"  {name:7s} accuracy {acc:6.2f} %  cross-entropy {loss.mean():.3f}  (first {m})")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ from sphere_bench.train.search import (
     parse_strides,
     shrink_kernels,
 )
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Data cache in tmp (also for subprocesses, through the environment)."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPHERE_BENCH_CACHE", str(path))
-        yield path
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +30,6 @@ migrate = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = migrate  # its dataclass looks its module up there
 _spec.loader.exec_module(migrate)
 
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Data cache in tmp."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPHERE_BENCH_CACHE", str(path))
-        yield path
 
 
 TABLE = "+lr_by_model={cnn_seg_small:1.0e-3}"  # what the old experiments put in every job

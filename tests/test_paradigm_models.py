@@ -190,14 +190,6 @@ def test_bad_grids_are_clear_errors() -> None:
 # ------------------------------------------------------------------------------------------------
 # a real tiny training job per paradigm
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPHERE_BENCH_CACHE", str(path))
-        yield path
-
-
 @pytest.mark.parametrize(
     ("model", "data", "grid"),
     [

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,16 +52,6 @@ from sphere_bench.train.lifecycle import JobBusy, JobInterrupted, JobLock
 from sphere_bench.train.record import config_hash, load_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Data cache in tmp (also for subprocesses, through the environment)."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPHERE_BENCH_CACHE", str(path))
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield path
 
 
 # Early stopping that fires deterministically after epoch 1: the first epoch always "improves"

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,6 @@ TINY = ["data.n_train=32", "data.n_val=16", "data.n_test=16", "data.batch_size=1
 
 def _task(name: str) -> str:
     return "classification" if "_cls" in name else "segmentation"
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Data and Wigner-table cache in tmp (also for subprocesses, through the environment)."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPHERE_BENCH_CACHE", str(path))
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield path
 
 
 def compose_cfg(*overrides: str) -> DictConfig:
